@@ -1,0 +1,29 @@
+"""``python -m rfw2s [--blas-threads N|all] <step> ...``: the entry points the workflow calls.
+
+The thread option is read before NumPy is imported: Snakemake pins BLAS to the job's
+``threads`` (1 under ``--cores 1``) through environment variables, which a BLAS library
+only reads at load time. The dense steps run one at a time (they hold the ``gpu``
+resource), so they may use every core.
+"""
+import os
+import sys
+
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                  "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def _set_blas_threads(argv):
+    if len(argv) >= 2 and argv[0] == "--blas-threads":
+        value = argv[1]
+        n = (os.cpu_count() or 1) if value == "all" else int(value)
+        for var in BLAS_VARIABLES:
+            os.environ[var] = str(n)
+        return argv[2:]
+    return argv
+
+
+if __name__ == "__main__":
+    args = _set_blas_threads(sys.argv[1:])
+    from rfw2s.cli import main
+
+    sys.exit(main(args))

@@ -1,0 +1,124 @@
+"""Array-library choice: CuPy on a usable GPU, NumPy otherwise.
+
+Solvers never import CuPy themselves: they take ``xp`` from :func:`array_namespace`
+of their inputs (array type in = array type out), so one code path serves both.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+BACKENDS = ("auto", "numpy", "cupy")
+
+
+class BackendError(RuntimeError):
+    """The requested array library cannot be used on this machine."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # "numpy" or "cupy"
+    xp: ModuleType
+    device: str  # human-readable, for logs and artifact metadata
+
+    def asarray(self, a, dtype=np.float64):
+        return self.xp.asarray(a, dtype=dtype)
+
+    def linalg_guard(self):
+        """Make a failed CuPy solver raise instead of returning NaNs (NumPy always raises)."""
+        if self.name == "cupy":
+            import cupyx
+
+            return cupyx.errstate(linalg="raise")
+        return contextlib.nullcontext()
+
+    def synchronize(self):
+        if self.name == "cupy":
+            self.xp.cuda.Device().synchronize()
+
+
+def _cupy_or_reason():
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
+        return None, f"CuPy is not importable ({exc.__class__.__name__}: {exc})"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+        if n < 1:
+            return None, "CuPy found no CUDA device"
+        cupy.zeros(1).sum().item()  # a real launch: catches driver/runtime mismatches
+    except Exception as exc:
+        return None, f"CuPy cannot use a GPU ({exc.__class__.__name__}: {exc})"
+    return cupy, None
+
+
+def _numpy_backend() -> Backend:
+    return Backend("numpy", np, f"CPU ({platform.processor() or platform.machine()})")
+
+
+def resolve(name: str = "auto") -> Backend:
+    """Return the backend called ``name`` (``auto``, ``numpy`` or ``cupy``).
+
+    ``auto`` takes CuPy when a GPU is usable and NumPy otherwise; ``cupy`` without a
+    usable GPU raises :class:`BackendError` saying why.
+    """
+    if name not in BACKENDS:
+        raise BackendError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+    if name == "numpy":
+        return _numpy_backend()
+    cupy, reason = _cupy_or_reason()
+    if cupy is None:
+        if name == "cupy":
+            raise BackendError(
+                f"backend: cupy was requested but {reason}. Install the GPU extra "
+                "(pip install -e '.[gpu]') on a machine with a CUDA GPU, or set backend: auto "
+                "or numpy."
+            )
+        return _numpy_backend()
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return Backend("cupy", cupy, f"GPU {gpu}")
+
+
+def array_namespace(*arrays) -> ModuleType:
+    """The array library of ``arrays`` (CuPy if any is a CuPy array, else NumPy)."""
+    for a in arrays:
+        mod = type(a).__module__
+        if mod.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
+def to_numpy(a) -> np.ndarray:
+    """Host copy of an array from either library."""
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return np.asarray(a)
+
+
+def versions() -> dict[str, str]:
+    """Library versions and device, recorded in every artifact's metadata."""
+    import pandas
+    import pyarrow
+
+    info = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+        "machine": platform.machine(),
+    }
+    try:
+        import cupy
+
+        info["cupy"] = cupy.__version__
+        info["cuda_runtime"] = str(cupy.cuda.runtime.runtimeGetVersion())
+    except Exception:
+        pass
+    return info

@@ -1,0 +1,233 @@
+"""Pipeline steps as command-line entry points (``python -m rfw2s <step> ...``).
+
+Each step reads its inputs, calls the library, and writes its artifacts atomically.
+Nothing here knows of Snakemake; a step is runnable by hand with the same arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import analysis, artifacts, backend as backends, seeding, solve
+from .config import time_grid
+from .models import make_model
+
+log = logging.getLogger("rfw2s")
+
+# Rows per block when building a kernel matrix: bounds the temporaries to
+# BLOCK_ROWS x M doubles whatever the width.
+BLOCK_ROWS = 2048
+
+
+@contextmanager
+def step(name: str, be: backends.Backend | None = None):
+    start = time.perf_counter()
+    yield
+    if be is not None:
+        be.synchronize()
+    log.info("%s: %.3f s", name, time.perf_counter() - start)
+
+
+def _model(spec_json: str):
+    spec = json.loads(spec_json)
+    return make_model(spec.pop("name"), **spec)
+
+
+def _backend(name: str) -> backends.Backend:
+    be = backends.resolve(name)
+    log.info("backend: %s (requested %s) on %s", be.name, name, be.device)
+    return be
+
+
+def _metadata(be: backends.Backend | None = None, **params) -> dict:
+    meta = {"versions": backends.versions(), "solver_version": solve.SOLVER_VERSION, "params": params}
+    if be is not None:
+        meta.update(backend=be.name, device=be.device)
+    return meta
+
+
+# --- steps -------------------------------------------------------------------------
+def cmd_draw(a):
+    model = _model(a.model)
+    with step(f"draw {a.role} M={a.size} replicate={a.replicate}"):
+        U = model.sample_features(seeding.seed_sequence(a.seed, a.role, a.size, a.replicate), a.size)
+        artifacts.save_npy(a.out, U)
+
+
+def cmd_kernel(a):
+    model, be = _model(a.model), _backend(a.backend)
+    W = artifacts.load_npy(a.draw, mmap=False)
+    M = W.shape[0]
+    log.info("kernel: M_ST=%d, d=%d, %.2f GiB", M, W.shape[1], M * M * 8 / 2**30)
+    Wx = be.asarray(W)
+    with step("kernel", be), artifacts.atomic_path(a.out) as tmp:
+        G = artifacts.open_npy_for_writing(tmp, (M, M))
+        for start in range(0, M, BLOCK_ROWS):
+            G[start:start + BLOCK_ROWS] = backends.to_numpy(model.gram(Wx[start:start + BLOCK_ROWS], Wx))
+        G.flush()
+        del G
+
+
+def cmd_eigh(a):
+    be = _backend(a.backend)
+    G = artifacts.load_npy(a.gram)
+    log.info("eigh: %d x %d on %s", G.shape[0], G.shape[1], be.device)
+    with step("load kernel", be):
+        Gx = be.asarray(G)
+    with step("eigh", be):
+        lam, V = solve.spectrum_of_gram(Gx, be)
+    del Gx
+    with step("write eigendecomposition"):
+        artifacts.save_npy(a.out_eigvals, backends.to_numpy(lam))
+        artifacts.save_npy(a.out_eigvecs, backends.to_numpy(V))
+    lam = backends.to_numpy(lam)
+    log.info("eigenvalues of H = G/M: max %.4e, min %.4e, %d at or below cut-off",
+             lam.max(), lam.min(), int((lam <= solve.relative_cutoff(lam, lam.size)).sum()))
+
+
+def cmd_teacher(a):
+    model, be = _model(a.model), _backend(a.backend)
+    U = model.sample_features(seeding.seed_sequence(a.seed, "teacher", a.m_te, a.replicate), a.m_te)
+    W = artifacts.load_npy(a.student, mmap=False)
+    with step(f"teacher fit M_TE={a.m_te}", be):
+        fit = solve.fit_teacher(model, U, backend=be)
+    with step("student moments of f_TE", be):
+        c = backends.to_numpy(model.gram(be.asarray(W), be.asarray(U)) @ be.asarray(fit.coef))
+    log.info("L_TE = %.6e (rank %d of %d)", fit.loss, fit.rank, a.m_te)
+    artifacts.save_npz(a.out, features=U, coef=fit.coef, student_moments=c,
+                       loss=np.float64(fit.loss), rank=np.int64(fit.rank))
+
+
+def cmd_curves(a):
+    model, be = _model(a.model), _backend(a.backend)
+    ts = time_grid({"min": a.t_min, "max": a.t_max, "num": a.t_num})
+    teacher = artifacts.load_npz(a.teacher)
+    W = artifacts.load_npy(a.student, mmap=False)
+    with step("load eigendecomposition", be):
+        lam = be.asarray(artifacts.load_npy(a.eigvals))
+        V = be.asarray(artifacts.load_npy(a.eigvecs))
+    with step(f"student curve over {ts.size} times", be):
+        L_ST = backends.to_numpy(solve.losses_from_spectrum(
+            lam, V, be.asarray(teacher["student_moments"]), model.target_moments(be.asarray(W)),
+            model.target_norm2, be.asarray(ts)))
+    L_TE = float(teacher["loss"])
+    df = pd.DataFrame({"replicate": a.replicate, "m_te": int(teacher["coef"].size), "m_st": W.shape[0],
+                       "d": W.shape[1], "t": ts, "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE})
+    best = int(np.argmin(L_ST))
+    log.info("best ratio %.4f at t = %.4g", df["ratio"].iloc[best], ts[best])
+    artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS], _metadata(be, t=[a.t_min, a.t_max, a.t_num]))
+
+
+def cmd_aggregate(a):
+    losses = analysis.sort_losses(pd.concat([pd.read_parquet(p) for p in a.curves], ignore_index=True))
+    summary = analysis.summarize(losses)
+    fit = analysis.fit_exponents(summary)
+    meta = _metadata(experiment=a.experiment)
+    artifacts.save_parquet(a.out_losses, losses, meta)
+    artifacts.save_parquet(a.out_summary, summary, meta)
+    artifacts.save_parquet(a.out_fit, fit, meta)
+    log.info("summary:\n%s\nfit:\n%s", summary.to_string(index=False), fit.to_string(index=False))
+
+
+def cmd_figures(a):
+    from . import plotting
+
+    losses, summary, fit = (pd.read_parquet(p) for p in (a.losses, a.summary, a.fit))
+    out = Path(a.out_dir)
+    plotting.save_figure(plotting.figure_2a(losses, title=a.title, spread=a.spread), out / "fig2a", a.dpi)
+    plotting.save_figure(plotting.figure_2b(summary, fit, title=a.title), out / "fig2b", a.dpi)
+
+
+def cmd_summary(a):
+    folder = Path(a.folder)
+    summary = pd.read_parquet(folder / "summary.parquet")
+    fit = pd.read_parquet(folder / "fit.parquet")
+    table = summary.groupby("m_te").agg(
+        L_TE=("L_TE", "mean"), L_ST_min=("L_ST_min", "mean"), ratio_best=("ratio_best", "mean"),
+        ratio_spread=("ratio_best", lambda r: r.max() - r.min()), t_best=("t_best", "median"))
+    with pd.option_context("display.float_format", "{:.4g}".format):
+        print(f"{folder.name}: {summary['replicate'].nunique()} replicates, M_ST = "
+              f"{', '.join(str(m) for m in sorted(summary['m_st'].unique()))} (means over replicates)")
+        print(table.to_string())
+    overall = fit[fit["scope"] == "all"].iloc[0]
+    print(f"fitted exponent (log min_t L_ST vs log L_TE): {overall['exponent']:.3f} "
+          f"± {overall['exponent_se']:.3f} (standard error over replicates)")
+
+
+# --- argument parsing ----------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rfw2s", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help):
+        s = sub.add_parser(name, help=help)
+        s.set_defaults(func=func)
+        return s
+
+    def model_and_backend(s):
+        s.add_argument("--model", required=True, help='model spec as JSON, e.g. {"name": "relu_sphere", "d": 32}')
+        s.add_argument("--backend", default="auto", choices=backends.BACKENDS)
+
+    s = add("draw", cmd_draw, "draw feature directions")
+    s.add_argument("--model", required=True)
+    s.add_argument("--role", choices=seeding.ROLES, default="student")
+    for opt in ("--seed", "--size", "--replicate"):
+        s.add_argument(opt, type=int, required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("kernel", cmd_kernel, "population feature-kernel matrix of a student draw")
+    model_and_backend(s)
+    s.add_argument("--draw", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("eigh", cmd_eigh, "eigendecomposition of H = G / M")
+    s.add_argument("--backend", default="auto", choices=backends.BACKENDS)
+    s.add_argument("--gram", required=True)
+    s.add_argument("--out-eigvals", required=True)
+    s.add_argument("--out-eigvecs", required=True)
+
+    s = add("teacher", cmd_teacher, "fit one teacher and its moments on the student features")
+    model_and_backend(s)
+    for opt in ("--seed", "--m-te", "--replicate"):
+        s.add_argument(opt, type=int, required=True)
+    s.add_argument("--student", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("curves", cmd_curves, "exact finite-width student loss curve for one teacher")
+    model_and_backend(s)
+    for opt in ("--student", "--eigvals", "--eigvecs", "--teacher", "--out"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--replicate", type=int, required=True)
+    s.add_argument("--t-min", type=float, required=True)
+    s.add_argument("--t-max", type=float, required=True)
+    s.add_argument("--t-num", type=int, required=True)
+
+    s = add("aggregate", cmd_aggregate, "loss, summary and fit tables of one experiment")
+    s.add_argument("--experiment", required=True)
+    s.add_argument("--curves", nargs="+", required=True)
+    for opt in ("--out-losses", "--out-summary", "--out-fit"):
+        s.add_argument(opt, required=True)
+
+    s = add("figures", cmd_figures, "Figures 2(a) and 2(b)")
+    for opt in ("--losses", "--summary", "--fit", "--out-dir", "--title"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--dpi", type=int, default=150)
+    s.add_argument("--spread", choices=("range", "std"), default="range")
+
+    s = add("summary", cmd_summary, "print an experiment's summary table")
+    s.add_argument("folder", help="results/<experiment>")
+    return p
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = _parser().parse_args(argv)
+    args.func(args)
+    return 0

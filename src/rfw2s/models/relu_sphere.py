@@ -1,0 +1,86 @@
+"""Model 2.2 of the paper: ReLU random features on the sphere (SPEC section 3).
+
+``phi(x; u) = relu(<u, x>)`` with ``u, x ~ Unif(S^{d-1})`` and a linear target
+``f*(x) = <beta, x>``. Every population moment is in closed form.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backend import array_namespace
+
+
+def kappa(rho, d: int):
+    """Population kernel ``E[relu(<u,x>) relu(<u',x>)]`` as a function of ``rho = <u,u'>``.
+
+    ``(sin th + (pi - th) cos th) / (2 pi d)`` with ``th = arccos(rho)``; ``kappa(1) = 1/(2d)``.
+    """
+    xp = array_namespace(rho)
+    rho = xp.clip(rho, -1.0, 1.0)
+    theta = xp.arccos(rho)
+    # sqrt(1 - rho^2) rather than sin(arccos(rho)): same value, one transcendental fewer.
+    return (xp.sqrt(1.0 - rho * rho) + (math.pi - theta) * rho) / (2.0 * math.pi * d)
+
+
+@dataclass(frozen=True, eq=False)
+class ReluSphere:
+    d: int
+    beta: np.ndarray = field(repr=False)
+    name = "relu_sphere"
+
+    def params(self) -> dict:
+        return {"d": self.d}
+
+    # --- population moments (SPEC section 2 notation) ---------------------------
+    def gram(self, A, B):
+        """``G[i, j] = E_x[phi(x; a_i) phi(x; b_j)]`` for feature directions as rows."""
+        return kappa(A @ B.T, self.d)
+
+    def target_moments(self, A):
+        """``m[j] = E_x[phi(x; a_j) f*(x)] = <a_j, beta> / (2d)``."""
+        xp = array_namespace(A)
+        return A @ xp.asarray(self.beta) / (2.0 * self.d)
+
+    @property
+    def target_norm2(self) -> float:
+        """``F = E[f*^2] = |beta|^2 / d``."""
+        return float(self.beta @ self.beta) / self.d
+
+    # --- sampling (draws, and the Monte Carlo / sampled-data checks) ------------
+    def _unit_rows(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        z = rng.standard_normal((n, self.d))
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    def sample_features(self, seed, M: int) -> np.ndarray:
+        """``M`` feature directions ``u ~ Unif(S^{d-1})`` as rows; ``seed`` is anything
+        ``numpy.random.default_rng`` accepts (a ``SeedSequence`` from :mod:`rfw2s.seeding`)."""
+        return self._unit_rows(np.random.default_rng(seed), int(M))
+
+    def sample_inputs(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self._unit_rows(rng, int(n))
+
+    def features(self, X, A):
+        """Feature matrix ``phi(x_i; a_j)`` for inputs ``X`` (rows) and directions ``A``."""
+        xp = array_namespace(X, A)
+        return xp.maximum(X @ A.T, 0.0)
+
+    def target(self, X):
+        xp = array_namespace(X)
+        return X @ xp.asarray(self.beta)
+
+
+def relu_sphere(d: int, beta=None) -> ReluSphere:
+    """Model 2.2 in dimension ``d``; ``beta=None`` means the first basis vector."""
+    if int(d) != d or d < 2:
+        raise ValueError(f"relu_sphere: d must be an integer >= 2; got {d!r}")
+    d = int(d)
+    if beta is None:
+        beta = np.zeros(d)
+        beta[0] = 1.0
+    beta = np.asarray(beta, dtype=np.float64)
+    if beta.shape != (d,) or not np.all(np.isfinite(beta)) or not np.any(beta):
+        raise ValueError(f"relu_sphere: beta must be a finite non-zero vector of length d={d}")
+    return ReluSphere(d=d, beta=beta)
