@@ -12,10 +12,17 @@ BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                   "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+def _usable_cores() -> int:
+    # The affinity mask, not the machine's core count: a cluster job sees only its own.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _set_blas_threads(argv):
     if len(argv) >= 2 and argv[0] == "--blas-threads":
         value = argv[1]
-        n = (os.cpu_count() or 1) if value == "all" else int(value)
+        n = _usable_cores() if value == "all" else int(value)
         for var in BLAS_VARIABLES:
             os.environ[var] = str(n)
         return argv[2:]
