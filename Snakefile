@@ -1,11 +1,17 @@
 # rfw2s: weak-to-strong generalization in random feature networks (see README.md).
 # Run:  snakemake --cores 1 --resources gpu=1
+import os
+
 from snakemake.utils import min_version
 
 min_version("8.0")
 
 
-configfile: "config.yaml"
+# A config file given on the command line replaces config.yaml rather than extending
+# it, so `snakemake --configfile mine.yaml` runs exactly the experiments in mine.yaml.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

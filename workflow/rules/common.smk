@@ -1,14 +1,18 @@
 # Config validation (before any job runs), and the helpers that hand each rule only
 # the part of the config it depends on: a plot setting never re-solves a model.
 import json
+import os
 import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
-SRC = Path(workflow.basedir) / "src"
-# The workflow always runs the rfw2s source that sits beside it.
-sys.path.insert(0, str(SRC))
+# The workflow always runs the rfw2s source that sits beside it, here and in every
+# job (jobs inherit the environment; a cluster job re-reads this file). Jobs need
+# nothing else on PYTHONPATH: their libraries come from the environment's site-packages.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(PYTHONPATH=SRC)
 import rfw2s.config  # noqa: E402
 from rfw2s.backend import BackendError, resolve  # noqa: E402
 from rfw2s.solve import SOLVER_VERSION  # noqa: E402
@@ -23,7 +27,6 @@ if config["backend"] == "cupy":
         raise ValueError(f"config key 'backend': {exc}") from None
 
 EXPERIMENTS = config["experiments"]
-RFW2S = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m rfw2s"
 RESULTS = "results/{experiment}"
 
 

@@ -18,7 +18,7 @@ rule teacher:
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "{RFW2S} teacher --model {params.model:q} --backend {params.backend} --seed {params.seed}"
+        "python -m rfw2s teacher --model {params.model:q} --backend {params.backend} --seed {params.seed}"
         " --m-te {wildcards.m_te} --replicate {wildcards.replicate} --student {input.student}"
         " --out {output} > {log} 2>&1"
 
@@ -43,7 +43,7 @@ rule curves:
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "{RFW2S} curves --model {params.model:q} --backend {params.backend}"
+        "python -m rfw2s curves --model {params.model:q} --backend {params.backend}"
         " --student {input.student} --eigvals {input.eigvals} --eigvecs {input.eigvecs}"
         " --teacher {input.teacher} --replicate {wildcards.replicate}"
         " --t-min {params.t[min]} --t-max {params.t[max]} --t-num {params.t[num]}"

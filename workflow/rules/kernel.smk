@@ -17,7 +17,7 @@ rule draw_student:
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "{RFW2S} draw --model {params.model:q} --role student --seed {params.seed}"
+        "python -m rfw2s draw --model {params.model:q} --role student --seed {params.seed}"
         " --size {params.m_st} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
@@ -38,7 +38,7 @@ rule kernel:
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "{RFW2S} --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
+        "python -m rfw2s --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
         " --draw {input} --out {output} > {log} 2>&1"
 
 
@@ -60,5 +60,5 @@ rule eigh:
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "{RFW2S} --blas-threads all eigh --backend {params.backend} --gram {input}"
+        "python -m rfw2s --blas-threads all eigh --backend {params.backend} --gram {input}"
         " --out-eigvals {output.eigvals} --out-eigvecs {output.eigvecs} > {log} 2>&1"

@@ -15,7 +15,7 @@ rule aggregate:
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "{RFW2S} aggregate --experiment {wildcards.experiment} --curves {input}"
+        "python -m rfw2s aggregate --experiment {wildcards.experiment} --curves {input}"
         " --out-losses {output.losses} --out-summary {output.summary} --out-fit {output.fit}"
         " > {log} 2>&1"
 
@@ -40,6 +40,6 @@ rule figures:
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "{RFW2S} figures --losses {input.losses} --summary {input.summary} --fit {input.fit}"
+        "python -m rfw2s figures --losses {input.losses} --summary {input.summary} --fit {input.fit}"
         " --title {wildcards.experiment} --out-dir {params.out_dir}"
         " --dpi {params.plot[dpi]} --spread {params.plot[spread]} > {log} 2>&1"

@@ -1,0 +1,89 @@
+"""Invalid configs stop before any job runs, with a message naming the key."""
+import copy
+
+import pytest
+
+from rfw2s.config import ConfigError, check, normalize
+from workflow_helpers import load_tiny, snakemake, write_config
+from conftest import GPU_MISSING
+
+
+def _set(path, value):
+    def edit(config):
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return edit
+
+
+def _delete(path):
+    def edit(config):
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+    return edit
+
+
+EXP = ("experiments", "tiny")
+BAD_CONFIGS = {
+    "unknown top-level key": (_set(("colour",), "red"), "colour"),
+    "unknown experiment key": (_set(EXP + ("m_ts",), 3), "m_ts"),
+    "teacher not smaller than student": (_set(EXP + ("m_te",), [8, 1024]), "experiments.tiny.m_te"),
+    "empty teacher list": (_set(EXP + ("m_te",), []), "m_te"),
+    "non-integer size": (_set(EXP + ("m_st",), 10.5), "m_st"),
+    "zero replicates": (_set(EXP + ("replicates",), 0), "replicates"),
+    "negative teacher size": (_set(EXP + ("m_te",), [-4, 8]), "m_te"),
+    "time grid min >= max": (_set(EXP + ("t",), {"min": 1e5, "max": 1e2, "num": 10}), "experiments.tiny.t"),
+    "time grid one point": (_set(EXP + ("t",), {"min": 1, "max": 1e2, "num": 1}), "num"),
+    "unknown model": (_set(EXP + ("model",), "resnet"), "model"),
+    "unknown backend": (_set(("backend",), "tpu"), "backend"),
+    "missing seed": (_delete(EXP + ("seed",)), "seed"),
+    "no experiments": (_set(("experiments",), {}), "experiments"),
+}
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_stops_before_any_job(tmp_path, case):
+    edit, key = BAD_CONFIGS[case]
+    config = copy.deepcopy(load_tiny())
+    edit(config)
+    proc = snakemake(tmp_path, write_config(tmp_path, config), check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert key in output, output[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+@pytest.mark.skipif(GPU_MISSING is None, reason="a GPU is usable here")
+def test_cupy_backend_without_gpu_stops_with_a_clear_message(tmp_path):
+    config = load_tiny()
+    config["backend"] = "cupy"
+    proc = snakemake(tmp_path, write_config(tmp_path, config), check=False)
+    assert proc.returncode != 0
+    assert "backend: cupy was requested but" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_semantic_check_lists_every_problem():
+    config = load_tiny()
+    exp = config["experiments"]["tiny"]
+    exp["m_te"] = [8, 8, 2048]
+    exp["t"] = {"min": 10.0, "max": 10.0, "num": 5}
+    with pytest.raises(ConfigError) as err:
+        check(config)
+    message = str(err.value)
+    assert "m_te: every teacher size must be smaller than m_st = 1024; got [2048]" in message
+    assert "distinct" in message
+    assert "experiments.tiny.t: need 0 < min < max" in message
+
+
+def test_yaml_exponent_strings_are_read_as_numbers():
+    config = {"experiments": {"a": {"t": {"min": "1.0e2", "max": "1e8", "num": 3}}}}
+    normalize(config)
+    assert config["experiments"]["a"]["t"] == {"min": 100.0, "max": 1e8, "num": 3}
+    config = {"experiments": {"a": {"t": {"min": "soon", "max": 1.0, "num": 3}}}}
+    assert normalize(config)["experiments"]["a"]["t"]["min"] == "soon"  # left for the schema

@@ -1,0 +1,74 @@
+"""Model 2.2 closed forms against Monte Carlo estimates and exact special values."""
+import numpy as np
+import pytest
+
+from rfw2s.models import make_model, relu_sphere
+from rfw2s.models.relu_sphere import kappa
+from rfw2s.seeding import seed_sequence
+
+
+def _mc_mean_and_se(samples):
+    return samples.mean(axis=0), samples.std(axis=0, ddof=1) / np.sqrt(samples.shape[0])
+
+
+@pytest.mark.parametrize("d", [3, 8])
+def test_gram_moments_and_norm_match_monte_carlo(d, rng):
+    beta = rng.standard_normal(d)
+    beta /= np.linalg.norm(beta)
+    model = relu_sphere(d, beta)
+    A = model.sample_features(seed_sequence(1, "teacher", 5, 0), 5)
+    X = model.sample_inputs(rng, 400_000)
+    phi = model.features(X, A)
+    y = model.target(X)
+
+    G_mc, G_se = _mc_mean_and_se(phi[:, :, None] * phi[:, None, :])
+    m_mc, m_se = _mc_mean_and_se(phi * y[:, None])
+    F_mc, F_se = _mc_mean_and_se(y**2)
+    assert np.all(np.abs(model.gram(A, A) - G_mc) < 5 * G_se)
+    assert np.all(np.abs(model.target_moments(A) - m_mc) < 5 * m_se)
+    assert abs(model.target_norm2 - F_mc) < 5 * F_se
+
+
+def test_kappa_special_values():
+    d = 32
+    assert kappa(np.array(1.0), d) == pytest.approx(1 / (2 * d), rel=1e-15)
+    assert kappa(np.array(-1.0), d) == pytest.approx(0.0, abs=1e-17)
+    # rho = 0: orthogonal features share E[relu(s)]^2 ... = 1/(2 pi d).
+    assert kappa(np.array(0.0), d) == pytest.approx(1 / (2 * np.pi * d), rel=1e-15)
+    # Round-off outside [-1, 1] is clipped, never NaN.
+    assert np.isfinite(kappa(np.array([1 + 1e-15, -1 - 1e-15]), d)).all()
+
+
+def test_gram_is_symmetric_positive_semidefinite_with_exact_diagonal():
+    model = relu_sphere(16)
+    W = model.sample_features(seed_sequence(0, "student", 300, 0), 300)
+    G = model.gram(W, W)
+    assert np.allclose(G, G.T, rtol=0, atol=1e-18)
+    assert np.allclose(np.diag(G), 1 / (2 * 16), rtol=1e-14)
+    assert np.linalg.eigvalsh(G).min() > -1e-15
+
+
+def test_default_beta_is_first_basis_vector_and_draws_are_unit_rows():
+    model = relu_sphere(5)
+    assert np.array_equal(model.beta, np.eye(5)[0])
+    assert model.target_norm2 == pytest.approx(1 / 5)
+    U = model.sample_features(seed_sequence(3, "teacher", 7, 2), 7)
+    assert U.shape == (7, 5)
+    assert np.allclose(np.linalg.norm(U, axis=1), 1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"d": 1}, "d must be an integer >= 2"),
+    ({"d": 2.5}, "d must be an integer >= 2"),
+    ({"d": 4, "beta": [1.0, 0.0]}, "beta must be"),
+    ({"d": 3, "beta": [0.0, 0.0, 0.0]}, "beta must be"),
+    ({"d": 3, "beta": [np.nan, 1.0, 0.0]}, "beta must be"),
+])
+def test_bad_model_parameters_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        relu_sphere(**kwargs)
+
+
+def test_unknown_model_lists_available():
+    with pytest.raises(ValueError, match="available: relu_sphere"):
+        make_model("no_such_model", d=3)

@@ -1,0 +1,99 @@
+"""The whole DAG on a tiny config: every artifact, the science's direction, and staleness."""
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rfw2s.analysis import FIT_COLUMNS, LOSS_COLUMNS, SUMMARY_COLUMNS
+from rfw2s.artifacts import read_metadata
+from workflow_helpers import load_tiny, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    config = load_tiny()
+    configfile = write_config(workdir, config)
+    snakemake(workdir, configfile)
+    return workdir, configfile, config
+
+
+def test_every_artifact_is_written_with_documented_columns(tiny_run):
+    workdir, _, config = tiny_run
+    exp = config["experiments"]["tiny"]
+    out = workdir / "results" / "tiny"
+    reps, sizes, n_t = exp["replicates"], exp["m_te"], exp["t"]["num"]
+
+    losses = pd.read_parquet(out / "losses.parquet")
+    assert list(losses.columns) == LOSS_COLUMNS
+    assert len(losses) == reps * len(sizes) * n_t
+    assert set(losses["m_st"]) == {exp["m_st"]} and set(losses["d"]) == {exp["d"]}
+    assert np.allclose(losses["ratio"], losses["L_ST"] / losses["L_TE"])
+    assert np.allclose(np.sort(losses["t"].unique()), np.geomspace(exp["t"]["min"], exp["t"]["max"], n_t))
+    assert losses.sort_values(["replicate", "m_te", "t"]).index.tolist() == list(range(len(losses)))
+
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == reps * len(sizes)
+    assert (summary["L_ST_min"] <= summary["L_TE"] * summary["ratio_best"] * (1 + 1e-12)).all()
+
+    fit = pd.read_parquet(out / "fit.parquet")
+    assert list(fit.columns) == FIT_COLUMNS
+    assert fit["scope"].tolist() == ["all"] + ["replicate"] * reps
+    assert np.isfinite(fit["exponent"]).all()
+
+    meta = read_metadata(out / "curves" / f"m{sizes[0]}_r0.parquet")
+    assert meta["backend"] == "numpy" and "numpy" in meta["versions"] and meta["solver_version"]
+
+    for r in range(reps):
+        G = np.load(out / "kernel" / f"r{r}_gram.npy", mmap_mode="r")
+        lam = np.load(out / "kernel" / f"r{r}_eigvals.npy")
+        V = np.load(out / "kernel" / f"r{r}_eigvecs.npy", mmap_mode="r")
+        assert G.shape == V.shape == (exp["m_st"], exp["m_st"])
+        assert (lam >= 0).all() and np.all(np.diff(lam) >= 0)
+        assert lam.sum() == pytest.approx(np.trace(G) / exp["m_st"], rel=1e-10)
+
+    for name in ("fig2a", "fig2b"):
+        assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (out / "logs" / "eigh" / "r0.log").read_text().count("backend: numpy") == 1
+
+
+def test_best_ratio_falls_as_the_teacher_grows(tiny_run):
+    workdir = tiny_run[0]
+    summary = pd.read_parquet(workdir / "results" / "tiny" / "summary.parquet")
+    mean_best = summary.groupby("m_te")["ratio_best"].mean()
+    assert mean_best.is_monotonic_decreasing
+    assert mean_best.iloc[0] < 1.0  # weak-to-strong already at the smallest teacher
+
+
+def test_complete_run_is_not_stale(tiny_run):
+    workdir, configfile, _ = tiny_run
+    assert planned_jobs(workdir, configfile) == {}
+
+
+def _variant(tiny_run, edit):
+    workdir, _, config = tiny_run
+    changed = copy.deepcopy(config)
+    edit(changed)
+    return planned_jobs(workdir, write_config(workdir, changed, "variant.yaml"))
+
+
+def test_changing_the_time_grid_reruns_only_curves_tables_and_figures(tiny_run):
+    exp = tiny_run[2]["experiments"]["tiny"]
+    n_curves = exp["replicates"] * len(exp["m_te"])
+    plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["t"].update(num=80))
+    assert plan == {"curves": n_curves, "aggregate": 1, "figures": 1, "all": 1}
+
+
+def test_changing_a_plot_setting_reruns_only_figures(tiny_run):
+    plan = _variant(tiny_run, lambda c: c["plot"].update(dpi=72))
+    assert plan == {"figures": 1, "all": 1}
+
+
+def test_adding_a_teacher_size_reuses_every_kernel_and_eigendecomposition(tiny_run):
+    reps = tiny_run[2]["experiments"]["tiny"]["replicates"]
+    plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["m_te"].append(64))
+    assert plan == {"teacher": reps, "curves": reps, "aggregate": 1, "figures": 1, "all": 1}
