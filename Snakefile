@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/kernel.smk"
 include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/validation.smk"
 
 
 rule all:

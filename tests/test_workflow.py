@@ -39,9 +39,13 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == reps * len(sizes)
     assert (summary["L_ST_min"] <= summary["L_TE"] * summary["ratio_best"] * (1 + 1e-12)).all()
 
+    assert np.allclose(losses["ratio_inf"], losses["L_ST_inf"] / losses["L_TE"])
+    assert (summary["ratio_inf_best"] > 0).all()
+
     fit = pd.read_parquet(out / "fit.parquet")
     assert list(fit.columns) == FIT_COLUMNS
-    assert fit["scope"].tolist() == ["all"] + ["replicate"] * reps
+    assert fit["scope"].tolist() == (["all"] + ["replicate"] * reps) * 2
+    assert fit["width"].tolist() == ["finite"] * (reps + 1) + ["infinite"] * (reps + 1)
     assert np.isfinite(fit["exponent"]).all()
 
     meta = read_metadata(out / "curves" / f"m{sizes[0]}_r0.parquet")
@@ -55,10 +59,28 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
         assert (lam >= 0).all() and np.all(np.diff(lam) >= 0)
         assert lam.sum() == pytest.approx(np.trace(G) / exp["m_st"], rel=1e-10)
 
-    for name in ("fig2a", "fig2b"):
+    for name in ("fig2a", "fig2b", "validation"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     assert (out / "logs" / "eigh" / "r0.log").read_text().count("backend: numpy") == 1
+
+
+def test_validation_table_shows_the_three_computations_agree(tiny_run):
+    workdir, _, config = tiny_run
+    settings = config["experiments"]["tiny"]["validation"]
+    out = workdir / "results" / "tiny"
+    table = pd.read_parquet(out / "validation.parquet").set_index(["comparison", "m_te"])
+    sizes = config["experiments"]["tiny"]["m_te"]
+    assert set(table.index) == {(c, m) for m in sizes
+                                for c in ("finite_vs_infinite", "sampled_vs_finite", "sampled_vs_infinite")}
+    assert (table.loc["sampled_vs_finite", "max_abs_z"] < 4).all()
+    assert (table.loc["sampled_vs_finite", "max_rel_diff"] < 0.03).all()
+
+    convergence = pd.read_parquet(out / "validation_convergence.parquet")
+    assert set(convergence["m_st"]) == set(map(float, settings["convergence_m_st"])) | {np.inf}
+    curves = pd.read_parquet(out / "validation_curves.parquet")
+    assert set(curves["method"]) == {"sampled", "finite", "infinite"}
+    assert (curves.loc[curves["method"] == "sampled", "se"] > 0).all()
 
 
 def test_best_ratio_falls_as_the_teacher_grows(tiny_run):
@@ -85,15 +107,29 @@ def test_changing_the_time_grid_reruns_only_curves_tables_and_figures(tiny_run):
     exp = tiny_run[2]["experiments"]["tiny"]
     n_curves = exp["replicates"] * len(exp["m_te"])
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["t"].update(num=80))
-    assert plan == {"curves": n_curves, "aggregate": 1, "figures": 1, "all": 1}
+    assert plan == {"curves": n_curves, "aggregate": 1, "figures": 1, "validation": 1, "validation_figure": 1,
+                    "all": 1}
 
 
 def test_changing_a_plot_setting_reruns_only_figures(tiny_run):
     plan = _variant(tiny_run, lambda c: c["plot"].update(dpi=72))
-    assert plan == {"figures": 1, "all": 1}
+    assert plan == {"figures": 1, "validation_figure": 1, "all": 1}
 
 
 def test_adding_a_teacher_size_reuses_every_kernel_and_eigendecomposition(tiny_run):
     reps = tiny_run[2]["experiments"]["tiny"]["replicates"]
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["m_te"].append(64))
-    assert plan == {"teacher": reps, "curves": reps, "aggregate": 1, "figures": 1, "all": 1}
+    assert plan == {"teacher": reps, "curves": reps, "aggregate": 1, "figures": 1, "validation": 1,
+                    "validation_figure": 1, "all": 1}
+
+
+def test_summary_command_prints_the_table_for_a_person(tiny_run):
+    import subprocess
+    import sys
+
+    workdir, _, config = tiny_run
+    proc = subprocess.run([sys.executable, "-m", "rfw2s", "summary", str(workdir / "results" / "tiny")],
+                          capture_output=True, text=True, check=True)
+    for m_te in config["experiments"]["tiny"]["m_te"]:
+        assert f"\n{m_te} " in proc.stdout
+    assert "fitted exponent" in proc.stdout and "ratio_best" in proc.stdout

@@ -117,12 +117,22 @@ def cmd_curves(a):
         L_ST = backends.to_numpy(solve.losses_from_spectrum(
             lam, V, be.asarray(teacher["student_moments"]), model.target_moments(be.asarray(W)),
             model.target_norm2, be.asarray(ts)))
+    L_inf, truncation = np.full_like(ts, np.nan), {}
+    if hasattr(model, "infinite_width"):
+        with step("infinite-width curve"):
+            curve = model.infinite_width(teacher["features"], teacher["coef"], ts)
+        L_inf = curve.losses
+        truncation = {"degree": curve.degree, "max_relative_bound": float(np.max(curve.error_bound / L_inf))}
+        log.info("infinite width: Gegenbauer degree %d, truncation error <= %.1e relative",
+                 curve.degree, truncation["max_relative_bound"])
     L_TE = float(teacher["loss"])
     df = pd.DataFrame({"replicate": a.replicate, "m_te": int(teacher["coef"].size), "m_st": W.shape[0],
-                       "d": W.shape[1], "t": ts, "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE})
+                       "d": W.shape[1], "t": ts, "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE,
+                       "L_ST_inf": L_inf, "ratio_inf": L_inf / L_TE})
     best = int(np.argmin(L_ST))
     log.info("best ratio %.4f at t = %.4g", df["ratio"].iloc[best], ts[best])
-    artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS], _metadata(be, t=[a.t_min, a.t_max, a.t_num]))
+    artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS],
+                           _metadata(be, t=[a.t_min, a.t_max, a.t_num], infinite_width=truncation))
 
 
 def cmd_aggregate(a):
@@ -145,20 +155,56 @@ def cmd_figures(a):
     plotting.save_figure(plotting.figure_2b(summary, fit, title=a.title), out / "fig2b", a.dpi)
 
 
+def cmd_validate(a):
+    from . import validation
+
+    model, be = _model(a.model), _backend(a.backend)
+    settings = json.loads(a.settings)
+    losses = pd.read_parquet(a.losses)
+    ts = np.sort(losses["t"].unique())
+    teachers: dict[int, dict] = {}
+    for path in a.teachers:
+        t = artifacts.load_npz(path)
+        replicate = int(Path(path).stem.rsplit("_r", 1)[1])
+        teachers.setdefault(replicate, {})[int(t["coef"].size)] = (t["features"], t["coef"], float(t["loss"]))
+    with step("convergence in student width", be):
+        convergence = validation.convergence_table(model, teachers, settings["convergence_m_st"], ts, a.seed,
+                                                   be, known=losses)
+    with step("sampled-data training", be):
+        curves = validation.sampled_comparison(model, teachers[0], settings["sampled"]["m_st"],
+                                               settings["sampled"], a.seed, backend=be)
+    table = validation.disagreements(losses, curves)
+    meta = _metadata(be, settings=settings)
+    artifacts.save_parquet(a.out_table, table, meta)
+    artifacts.save_parquet(a.out_curves, curves, meta)
+    artifacts.save_parquet(a.out_convergence, convergence, meta)
+    log.info("disagreements:\n%s", table.to_string(index=False))
+
+
+def cmd_validation_figure(a):
+    from . import plotting
+
+    table, curves, convergence = (pd.read_parquet(p) for p in (a.table, a.curves, a.convergence))
+    plotting.save_figure(plotting.figure_validation(curves, convergence, table, title=a.title), Path(a.out), a.dpi)
+
+
 def cmd_summary(a):
     folder = Path(a.folder)
     summary = pd.read_parquet(folder / "summary.parquet")
     fit = pd.read_parquet(folder / "fit.parquet")
     table = summary.groupby("m_te").agg(
         L_TE=("L_TE", "mean"), L_ST_min=("L_ST_min", "mean"), ratio_best=("ratio_best", "mean"),
-        ratio_spread=("ratio_best", lambda r: r.max() - r.min()), t_best=("t_best", "median"))
+        ratio_spread=("ratio_best", lambda r: r.max() - r.min()), t_best=("t_best", "median"),
+        ratio_inf_best=("ratio_inf_best", "mean"))
     with pd.option_context("display.float_format", "{:.4g}".format):
         print(f"{folder.name}: {summary['replicate'].nunique()} replicates, M_ST = "
               f"{', '.join(str(m) for m in sorted(summary['m_st'].unique()))} (means over replicates)")
         print(table.to_string())
-    overall = fit[fit["scope"] == "all"].iloc[0]
-    print(f"fitted exponent (log min_t L_ST vs log L_TE): {overall['exponent']:.3f} "
-          f"± {overall['exponent_se']:.3f} (standard error over replicates)")
+    for width in ("finite", "infinite"):
+        overall = analysis.overall_fit(fit, width)
+        if np.isfinite(overall["exponent"]):
+            print(f"fitted exponent, {width} width (log min_t L_ST vs log L_TE): {overall['exponent']:.3f} "
+                  f"± {overall['exponent_se']:.3f} (standard error over replicates)")
 
 
 # --- argument parsing ----------------------------------------------------------------
@@ -220,6 +266,20 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument(opt, required=True)
     s.add_argument("--dpi", type=int, default=150)
     s.add_argument("--spread", choices=("range", "std"), default="range")
+
+    s = add("validate", cmd_validate, "finite width, infinite width and sampled-data training compared")
+    model_and_backend(s)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--settings", required=True, help="the experiment's validation settings as JSON")
+    s.add_argument("--losses", required=True)
+    s.add_argument("--teachers", nargs="+", required=True)
+    for opt in ("--out-table", "--out-curves", "--out-convergence"):
+        s.add_argument(opt, required=True)
+
+    s = add("validation-figure", cmd_validation_figure, "the validation figure")
+    for opt in ("--table", "--curves", "--convergence", "--title", "--out"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--dpi", type=int, default=150)
 
     s = add("summary", cmd_summary, "print an experiment's summary table")
     s.add_argument("folder", help="results/<experiment>")

@@ -19,12 +19,16 @@ def normalize(config: dict) -> dict:
     """Read YAML 1.1 exponent literals without a sign (``1.0e2``, which PyYAML leaves as
     strings) in the ``t`` grids as numbers; anything else is left for the schema to judge."""
     for exp in (config.get("experiments") or {}).values():
-        t = exp.get("t") if isinstance(exp, dict) else None
-        if isinstance(t, dict):
-            for key in ("min", "max"):
-                if isinstance(t.get(key), str):
+        if not isinstance(exp, dict):
+            continue
+        sampled = (exp.get("validation") or {}).get("sampled") if isinstance(exp.get("validation"), dict) else None
+        for node, keys in ((exp.get("t"), ("min", "max")), (sampled, ("t_max",))):
+            if not isinstance(node, dict):
+                continue
+            for key in keys:
+                if isinstance(node.get(key), str):
                     try:
-                        t[key] = float(t[key])
+                        node[key] = float(node[key])
                     except ValueError:
                         pass
     return config
@@ -56,6 +60,13 @@ def check(config: dict) -> None:
             problems.append(f"{key}.m_te: every teacher size must be smaller than m_st = {m_st}; got {too_big}")
         if len(set(m_te)) != len(m_te):
             problems.append(f"{key}.m_te: teacher sizes must be distinct; got {m_te}")
+        validation = exp.get("validation")
+        if validation and m_te:
+            widths = list(validation.get("convergence_m_st", [])) + [validation.get("sampled", {}).get("m_st")]
+            small = [w for w in widths if w is not None and w <= max(m_te)]
+            if small:
+                problems.append(f"{key}.validation: student widths must exceed the largest m_te = {max(m_te)}; "
+                                f"got {small}")
         t = exp.get("t", {})
         if t.get("min", 0) >= t.get("max", 0):
             problems.append(f"{key}.t: need 0 < min < max; got min={t.get('min')}, max={t.get('max')}")

@@ -66,34 +66,92 @@ def kappa_series(rho, d: int, K: int):
     return xp.tensordot(xp.asarray(weights), P, axes=1)
 
 
+class TruncationError(ValueError):
+    """The Funk-Hecke series was cut at a degree too low for the requested accuracy."""
+
+
 def teacher_degree_energies(model, U, coef, K: int) -> tuple[np.ndarray, float]:
-    """``A_k = lam_k N(d,k) coef^T P_k(U U^T) coef`` for ``k <= K``, and ``|f_TE|^2``."""
-    xp = array_namespace(U)
-    rho = xp.clip(U @ U.T, -1.0, 1.0)
-    P = gegenbauer(K, model.d, rho)
-    coef = xp.asarray(coef)
-    quad = to_numpy(xp.einsum("i,kij,j->k", coef, P, coef))
-    N = np.array([harmonic_dimension(model.d, k) for k in range(K + 1)], float)
-    A = relu_eigenvalues(model.d, K) * N * quad
-    norm2 = float(to_numpy(coef @ model.gram(U, U) @ coef))
+    """``A_k = lam_k N(d,k) coef^T P_k(U U^T) coef`` for ``k <= K``, and ``|f_TE|^2``.
+
+    The Gegenbauer recurrence runs on ``M_TE x M_TE`` matrices two at a time, so memory
+    stays ``O(M_TE^2)`` whatever the degree.
+    """
+    d = model.d
+    U, coef = np.asarray(U, float), np.asarray(coef, float)
+    rho = np.clip(U @ U.T, -1.0, 1.0)
+    quad = np.empty(K + 1)
+    prev, cur = np.ones_like(rho), rho
+    quad[0] = coef.sum() ** 2
+    if K >= 1:
+        quad[1] = coef @ rho @ coef
+    for k in range(1, K):
+        prev, cur = cur, ((2 * k + d - 2) * rho * cur - k * prev) / (k + d - 2)
+        quad[k + 1] = coef @ cur @ coef
+    N = np.array([harmonic_dimension(d, k) for k in range(K + 1)], float)
+    A = relu_eigenvalues(d, K) * N * quad
+    norm2 = float(coef @ model.gram(U, U) @ coef)
     return A, norm2
 
 
-def student_losses_infinite(model, U, coef, ts, K: int = 40, return_residual: bool = False):
-    """Exact infinite-width ``L_ST_inf(t) = F + sum_k (e_k^2 A_k - 2 e_k B_k)``, ``e_k = 1 - exp(-t lam_k)``.
+class InfiniteWidthCurve:
+    """``L_ST_inf(t)`` with the truncation degree used and a bound on what it left out."""
 
-    Only degree 1 meets the linear target: ``B_1 = m_TE . coef``. Degrees above ``K`` carry
-    ``|f_TE|^2 - sum_k A_k`` (returned as ``residual`` when asked): an upper bound on what the
-    truncation can leave out of the loss.
+    def __init__(self, losses, degree, error_bound, residual_energy):
+        self.losses = losses  # (len(ts),)
+        self.degree = degree  # highest Gegenbauer degree summed
+        self.error_bound = error_bound  # (len(ts),) |exact - losses| <= error_bound
+        self.residual_energy = residual_energy  # |f_TE|^2 - sum_{k<=K} A_k
+
+
+def relu_infinite_width(model, U, coef, ts, K: int | None = None, rtol: float = 1e-10,
+                        K_max: int = 4096) -> InfiniteWidthCurve:
+    """Exact infinite-width student for Model 2.2 (SPEC section 3), truncated with control.
+
+    ``L_ST_inf(t) = F + sum_k (e_k^2 A_k - 2 e_k B_k)``, ``e_k = 1 - exp(-t lam_k)``, with only
+    degree 1 meeting the linear target (``B_1 = m_TE . coef``). Degrees above ``K`` carry the
+    residual energy ``|f_TE|^2 - sum_{k<=K} A_k``, and they enter the loss only through
+    ``e_k^2 A_k`` with ``e_k <= min(1, t lam_k)`` and ``lam_k`` decreasing over even ``k``:
+    so ``|error(t)| <= min(1, t lam_tail)^2 * residual`` with ``lam_tail`` the largest omitted
+    eigenvalue. ``K=None`` doubles the degree until that bound is below ``rtol`` times the
+    loss at every ``t``; a given ``K`` that cannot meet ``rtol`` raises :class:`TruncationError`.
     """
-    U = np.asarray(U, float)
-    coef = np.asarray(coef, float)
+    ts = np.asarray(ts, float).reshape(-1)
+    degree = 16 if K is None else int(K)
+    while True:
+        curve = _relu_infinite_width_at(model, U, coef, ts, degree)
+        worst = float(np.max(curve.error_bound / np.maximum(curve.losses, np.finfo(float).tiny)))
+        if worst <= rtol:
+            return curve
+        if K is not None or degree >= K_max:
+            raise TruncationError(
+                f"Gegenbauer degree {degree} leaves a relative error up to {worst:.2e} on the "
+                f"infinite-width loss (requested {rtol:.0e}); "
+                + ("pass K=None to choose the degree automatically" if K is not None
+                   else f"the largest degree allowed is K_max = {K_max}"))
+        degree = min(2 * degree, K_max)
+
+
+def _relu_infinite_width_at(model, U, coef, ts, K: int) -> InfiniteWidthCurve:
     A, norm2 = teacher_degree_energies(model, U, coef, K)
-    lam = relu_eigenvalues(model.d, K)
+    lam = relu_eigenvalues(model.d, K + 2)
     B = np.zeros(K + 1)
-    B[1] = float(model.target_moments(U) @ coef)
-    ts = np.asarray(ts, float).reshape(-1, 1)
-    e = -np.expm1(-ts * lam)
-    L = model.target_norm2 + (e * e) @ A - 2.0 * e @ B
-    residual = max(norm2 - float(A.sum()), 0.0)
-    return (L, residual) if return_residual else L
+    B[1] = float(np.asarray(model.target_moments(np.asarray(U, float))) @ np.asarray(coef, float))
+    e = -np.expm1(-ts[:, None] * lam[: K + 1])
+    losses = model.target_norm2 + (e * e) @ A - 2.0 * e @ B
+    # Rounding in norm2 - sum(A) is allowed for, so the bound never claims more than it knows.
+    residual = max(norm2 - float(A.sum()), 0.0) + 64 * np.finfo(float).eps * norm2
+    lam_tail = lam[K + 1] if (K + 1) % 2 == 0 else lam[K + 2]  # odd degrees >= 3 vanish
+    bound = np.minimum(1.0, ts * lam_tail) ** 2 * residual
+    return InfiniteWidthCurve(losses, K, bound, residual)
+
+
+def student_losses_infinite(model, U, coef, ts) -> np.ndarray:
+    """Exact infinite-width (``M_ST -> inf``) student loss ``L_ST_inf(t)`` for each ``t``.
+
+    Dispatches to the model's own infinite-width solution; raises ``NotImplementedError``
+    for a model that has none.
+    """
+    solution = getattr(model, "infinite_width", None)
+    if solution is None:
+        raise NotImplementedError(f"model {model.name!r} has no infinite-width solution")
+    return solution(np.asarray(U, float), np.asarray(coef, float), ts).losses

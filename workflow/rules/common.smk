@@ -54,8 +54,26 @@ def curves_of(wc):
     )
 
 
-def all_outputs():
+def teachers_of(wc):
+    exp = EXPERIMENTS[wc.experiment]
     return expand(
+        f"{RESULTS}/teachers/m{{m_te}}_r{{replicate}}.npz",
+        experiment=wc.experiment,
+        m_te=exp["m_te"],
+        replicate=range(exp["replicates"]),
+    )
+
+
+def all_outputs():
+    validated = [name for name, exp in EXPERIMENTS.items() if "validation" in exp]
+    return expand(
+        [
+            f"{RESULTS}/validation.parquet",
+            f"{RESULTS}/figures/validation.png",
+            f"{RESULTS}/figures/validation.pdf",
+        ],
+        experiment=validated,
+    ) + expand(
         [
             f"{RESULTS}/losses.parquet",
             f"{RESULTS}/summary.parquet",

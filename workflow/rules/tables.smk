@@ -8,6 +8,7 @@ rule aggregate:
         losses=f"{RESULTS}/losses.parquet",
         summary=f"{RESULTS}/summary.parquet",
         fit=f"{RESULTS}/fit.parquet",
+    priority: 10
     log:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:
@@ -33,6 +34,7 @@ rule figures:
     params:
         plot=config["plot"],
         out_dir=f"{RESULTS}/figures",
+    priority: 10
     log:
         f"{RESULTS}/logs/figures.log",
     benchmark:

@@ -71,6 +71,13 @@ class ReluSphere:
         xp = array_namespace(X)
         return X @ xp.asarray(self.beta)
 
+    # --- infinite width ------------------------------------------------------------
+    def infinite_width(self, U, coef, ts):
+        """Exact ``M_ST -> inf`` student (Funk-Hecke series, truncation controlled)."""
+        from ..spectral import relu_infinite_width
+
+        return relu_infinite_width(self, U, coef, ts)
+
 
 def relu_sphere(d: int, beta=None) -> ReluSphere:
     """Model 2.2 in dimension ``d``; ``beta=None`` means the first basis vector."""

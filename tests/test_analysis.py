@@ -1,0 +1,60 @@
+"""Tables: best time per teacher, and the log-log exponent fit."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from rfw2s.analysis import fit_exponents, loglog_fit, overall_fit, sort_losses, summarize
+
+
+def _synthetic_losses(exponents, rng):
+    """Curves whose minimum is L_TE**a times a per-replicate constant, at a known t."""
+    rows = []
+    ts = np.geomspace(1, 1e4, 9)
+    for rep, a in enumerate(exponents):
+        for m_te, L_TE in zip((16, 32, 64), (1e-2, 3e-3, 1e-3)):
+            best = 0.5 * L_TE**a
+            L_ST = best * (1 + np.log(ts / ts[4]) ** 2)  # minimum at ts[4]
+            for t, L in zip(ts, L_ST):
+                rows.append(dict(replicate=rep, m_te=m_te, m_st=256, d=4, t=t, L_TE=L_TE, L_ST=L, ratio=L / L_TE,
+                                 L_ST_inf=L / 2, ratio_inf=L / (2 * L_TE)))
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=rng.integers(1 << 31))
+
+
+def test_summary_takes_the_best_time_of_each_curve(rng):
+    losses = sort_losses(_synthetic_losses([1.5, 1.5], rng))
+    summary = summarize(losses)
+    assert len(summary) == 6
+    assert np.allclose(summary["t_best"], np.geomspace(1, 1e4, 9)[4])
+    assert np.allclose(summary["L_ST_min"], 0.5 * summary["L_TE"] ** 1.5)
+    assert np.allclose(summary["ratio_best"], summary["L_ST_min"] / summary["L_TE"])
+
+
+def test_fit_recovers_known_exponents_and_their_spread(rng):
+    exponents = [1.4, 1.6, 1.8]
+    fit = fit_exponents(summarize(sort_losses(_synthetic_losses(exponents, rng))))
+    for width in ("finite", "infinite"):  # the infinite curves are the finite ones halved
+        per_rep = fit[(fit["scope"] == "replicate") & (fit["width"] == width)]
+        assert np.allclose(per_rep["exponent"], exponents)
+        overall = overall_fit(fit, width)
+        assert overall["exponent"] == pytest.approx(np.mean(exponents), rel=1e-10)
+        assert overall["exponent_se"] == pytest.approx(np.std(exponents, ddof=1) / np.sqrt(3))
+        assert overall["n_points"] == 9
+    assert np.allclose(overall_fit(fit, "infinite")["intercept"], overall_fit(fit, "finite")["intercept"] - np.log(2))
+
+
+def test_models_without_an_infinite_width_solution_get_nan_columns(rng):
+    losses = _synthetic_losses([1.5, 1.5], rng).assign(L_ST_inf=np.nan, ratio_inf=np.nan)
+    summary = summarize(sort_losses(losses))
+    assert summary["ratio_inf_best"].isna().all() and summary["ratio_best"].notna().all()
+    assert np.isnan(overall_fit(fit_exponents(summary), "infinite")["exponent"])
+
+
+def test_loglog_fit_needs_two_distinct_teacher_losses():
+    assert np.isnan(loglog_fit([1e-2], [1e-3])[0])
+    assert np.isnan(loglog_fit([1e-2, 1e-2], [1e-3, 2e-3])[0])
+    assert loglog_fit([1e-2, 1e-4], [1e-4, 1e-8])[0] == pytest.approx(2.0)
+
+
+def test_loss_table_without_required_columns_is_refused():
+    with pytest.raises(ValueError, match="lacks columns"):
+        sort_losses(pd.DataFrame({"t": [1.0]}))

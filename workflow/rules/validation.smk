@@ -1,0 +1,57 @@
+# Three independent computations of the student's loss (README "Validation"): exact
+# finite width, exact infinite width, and sampled-data training. Runs only for
+# experiments with a `validation` block, and never blocks the main figures: nothing
+# depends on it, and the figure rules are scheduled before it (priority).
+
+
+rule validation:
+    input:
+        losses=rules.aggregate.output.losses,
+        teachers=teachers_of,
+    output:
+        table=f"{RESULTS}/validation.parquet",
+        curves=f"{RESULTS}/validation_curves.parquet",
+        convergence=f"{RESULTS}/validation_convergence.parquet",
+    params:
+        model=model_json,
+        seed=experiment_value("seed"),
+        settings=lambda wc: json.dumps(EXPERIMENTS[wc.experiment]["validation"], sort_keys=True),
+        backend=config["backend"],
+        solver=SOLVER_VERSION,
+    resources:
+        gpu=1,
+    priority: 0
+    log:
+        f"{RESULTS}/logs/validation.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/validation.tsv"
+    conda:
+        "../../envs/rfw2s.yaml"
+    shell:
+        "python -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
+        " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
+        " --teachers {input.teachers} --out-table {output.table} --out-curves {output.curves}"
+        " --out-convergence {output.convergence} > {log} 2>&1"
+
+
+rule validation_figure:
+    input:
+        table=rules.validation.output.table,
+        curves=rules.validation.output.curves,
+        convergence=rules.validation.output.convergence,
+    output:
+        f"{RESULTS}/figures/validation.png",
+        f"{RESULTS}/figures/validation.pdf",
+    params:
+        plot=config["plot"],
+        stem=f"{RESULTS}/figures/validation",
+    log:
+        f"{RESULTS}/logs/validation_figure.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/validation_figure.tsv"
+    conda:
+        "../../envs/rfw2s.yaml"
+    shell:
+        "python -m rfw2s validation-figure --table {input.table} --curves {input.curves}"
+        " --convergence {input.convergence} --title {wildcards.experiment} --out {params.stem}"
+        " --dpi {params.plot[dpi]} > {log} 2>&1"
