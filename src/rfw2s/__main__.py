@@ -32,5 +32,8 @@ def _set_blas_threads(argv):
 if __name__ == "__main__":
     args = _set_blas_threads(sys.argv[1:])
     from rfw2s.cli import main
+    from rfw2s.models import PLUGINS_VARIABLE, load_plugins
+
+    load_plugins(p for p in os.environ.get(PLUGINS_VARIABLE, "").split(os.pathsep) if p)
 
     sys.exit(main(args))

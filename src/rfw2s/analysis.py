@@ -9,35 +9,36 @@ import pandas as pd
 LOSS_COLUMNS = ["replicate", "m_te", "m_st", "d", "t", "L_TE", "L_ST", "ratio", "L_ST_inf", "ratio_inf"]
 SUMMARY_COLUMNS = ["replicate", "m_te", "m_st", "L_TE", "L_ST_min", "t_best", "ratio_best",
                    "L_ST_inf_min", "t_inf_best", "ratio_inf_best"]
-FIT_COLUMNS = ["width", "scope", "replicate", "exponent", "exponent_se", "intercept", "n_points"]
+FIT_COLUMNS = ["m_st", "width", "scope", "replicate", "exponent", "exponent_se", "intercept", "n_points"]
+KEYS = ["replicate", "m_te", "m_st"]  # one curve
 
 
 def sort_losses(losses: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in LOSS_COLUMNS if c not in losses.columns]
     if missing:
         raise ValueError(f"loss table lacks columns {missing}")
-    return losses[LOSS_COLUMNS].sort_values(["replicate", "m_te", "t"], kind="stable").reset_index(drop=True)
+    return losses[LOSS_COLUMNS].sort_values(KEYS + ["t"], kind="stable").reset_index(drop=True)
 
 
 def _best(losses: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Row of the smallest ``column`` per (replicate, m_te); NaN rows where it is all NaN."""
-    keys = ["replicate", "m_te"]
+    """Row of the smallest ``column`` per curve; NaN rows where it is all NaN."""
+    keys = KEYS
     if losses[column].isna().all():
         return losses.groupby(keys, sort=True).first().reset_index()[keys].assign(**{column: np.nan, "t": np.nan})
     return losses.loc[losses.groupby(keys, sort=True)[column].idxmin()].reset_index(drop=True)
 
 
 def summarize(losses: pd.DataFrame) -> pd.DataFrame:
-    """One row per (replicate, m_te): the best time on the grid and its loss (finite and
-    infinite width)."""
-    finite = _best(losses, "L_ST")[["replicate", "m_te", "m_st", "L_TE", "L_ST", "t"]]
+    """One row per curve (replicate, m_te, m_st): the best time on the grid and its loss
+    (finite and infinite width)."""
+    finite = _best(losses, "L_ST")[KEYS + ["L_TE", "L_ST", "t"]]
     finite = finite.rename(columns={"L_ST": "L_ST_min", "t": "t_best"})
     finite["ratio_best"] = finite["L_ST_min"] / finite["L_TE"]
-    infinite = _best(losses, "L_ST_inf")[["replicate", "m_te", "L_ST_inf", "t"]]
+    infinite = _best(losses, "L_ST_inf")[KEYS + ["L_ST_inf", "t"]]
     infinite = infinite.rename(columns={"L_ST_inf": "L_ST_inf_min", "t": "t_inf_best"})
-    out = finite.merge(infinite, on=["replicate", "m_te"], how="left", validate="one_to_one")
+    out = finite.merge(infinite, on=KEYS, how="left", validate="one_to_one")
     out["ratio_inf_best"] = out["L_ST_inf_min"] / out["L_TE"]
-    return out[SUMMARY_COLUMNS].sort_values(["replicate", "m_te"]).reset_index(drop=True)
+    return out[SUMMARY_COLUMNS].sort_values(KEYS).reset_index(drop=True)
 
 
 def loglog_fit(L_TE, L_ST_min) -> tuple[float, float]:
@@ -52,7 +53,18 @@ def loglog_fit(L_TE, L_ST_min) -> tuple[float, float]:
 def fit_exponents(summary: pd.DataFrame) -> pd.DataFrame:
     """The exponent per replicate, and pooled over all replicates with its standard error
     over replicates (std of the per-replicate exponents / sqrt(count)); rows for the finite
-    width and for the infinite width (NaN where the model has no infinite-width solution)."""
+    width and for the infinite width (NaN where the model has no infinite-width solution).
+
+    With one student width per teacher (``m_st`` may still vary with ``m_te``, as in Model
+    2.3) there is one set of rows, ``m_st = -1``; an ablation over a grid of widths gets one
+    set per width."""
+    grid = summary.groupby("m_te")["m_st"].nunique().max() > 1
+    parts = summary.groupby("m_st", sort=True) if grid else [(-1, summary)]
+    return pd.concat([_fit_one_width(part).assign(m_st=int(m_st)) for m_st, part in parts],
+                     ignore_index=True)[FIT_COLUMNS]
+
+
+def _fit_one_width(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for width, column in (("finite", "L_ST_min"), ("infinite", "L_ST_inf_min")):
         per_rep = []
@@ -66,8 +78,9 @@ def fit_exponents(summary: pd.DataFrame) -> pd.DataFrame:
         rows.append({"width": width, "scope": "all", "replicate": -1, "exponent": a, "exponent_se": se,
                      "intercept": b, "n_points": len(summary)})
         rows += per_rep
-    return pd.DataFrame(rows, columns=FIT_COLUMNS)
+    return pd.DataFrame(rows)
 
 
-def overall_fit(fit: pd.DataFrame, width: str = "finite") -> pd.Series:
-    return fit[(fit["width"] == width) & (fit["scope"] == "all")].iloc[0]
+def overall_fit(fit: pd.DataFrame, width: str = "finite", m_st: int = -1) -> pd.Series:
+    """The pooled fit row of one width kind (and student width, for an ablation)."""
+    return fit[(fit["width"] == width) & (fit["scope"] == "all") & (fit["m_st"] == m_st)].iloc[0]

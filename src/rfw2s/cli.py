@@ -95,14 +95,10 @@ def cmd_eigh(a):
 def cmd_teacher(a):
     model, be = _model(a.model), _backend(a.backend)
     U = model.sample_features(seeding.seed_sequence(a.seed, "teacher", a.m_te, a.replicate), a.m_te)
-    W = artifacts.load_npy(a.student, mmap=False)
     with step(f"teacher fit M_TE={a.m_te}", be):
         fit = solve.fit_teacher(model, U, backend=be)
-    with step("student moments of f_TE", be):
-        c = backends.to_numpy(model.gram(be.asarray(W), be.asarray(U)) @ be.asarray(fit.coef))
     log.info("L_TE = %.6e (rank %d of %d)", fit.loss, fit.rank, a.m_te)
-    artifacts.save_npz(a.out, features=U, coef=fit.coef, student_moments=c,
-                       loss=np.float64(fit.loss), rank=np.int64(fit.rank))
+    artifacts.save_npz(a.out, features=U, coef=fit.coef, loss=np.float64(fit.loss), rank=np.int64(fit.rank))
 
 
 def cmd_curves(a):
@@ -114,9 +110,10 @@ def cmd_curves(a):
         lam = be.asarray(artifacts.load_npy(a.eigvals))
         V = be.asarray(artifacts.load_npy(a.eigvecs))
     with step(f"student curve over {ts.size} times", be):
+        Wx = be.asarray(W)
+        c = model.gram(Wx, be.asarray(teacher["features"])) @ be.asarray(teacher["coef"])  # E[phi_j f_TE]
         L_ST = backends.to_numpy(solve.losses_from_spectrum(
-            lam, V, be.asarray(teacher["student_moments"]), model.target_moments(be.asarray(W)),
-            model.target_norm2, be.asarray(ts)))
+            lam, V, c, model.target_moments(Wx), model.target_norm2, be.asarray(ts)))
     L_inf, truncation = np.full_like(ts, np.nan), {}
     if hasattr(model, "infinite_width"):
         with step("infinite-width curve"):
@@ -155,24 +152,31 @@ def cmd_figures(a):
     plotting.save_figure(plotting.figure_2b(summary, fit, title=a.title), out / "fig2b", a.dpi)
 
 
+def cmd_ablation_figures(a):
+    from . import plotting
+
+    summary, fit = pd.read_parquet(a.summary), pd.read_parquet(a.fit)
+    out = Path(a.out_dir)
+    plotting.save_figure(plotting.figure_ablation_heatmap(summary, title=a.title), out / "ablation_heatmap", a.dpi)
+    plotting.save_figure(plotting.figure_ablation_exponent(fit, title=a.title), out / "ablation_exponent", a.dpi)
+
+
 def cmd_validate(a):
     from . import validation
 
     model, be = _model(a.model), _backend(a.backend)
     settings = json.loads(a.settings)
     losses = pd.read_parquet(a.losses)
-    ts = np.sort(losses["t"].unique())
-    teachers: dict[int, dict] = {}
+    teachers: dict[int, tuple] = {}
     for path in a.teachers:
-        t = artifacts.load_npz(path)
-        replicate = int(Path(path).stem.rsplit("_r", 1)[1])
-        teachers.setdefault(replicate, {})[int(t["coef"].size)] = (t["features"], t["coef"], float(t["loss"]))
-    with step("convergence in student width", be):
-        convergence = validation.convergence_table(model, teachers, settings["convergence_m_st"], ts, a.seed,
-                                                   be, known=losses)
+        if path.endswith("_r0.npz"):  # sampled-data training uses replicate 0's teachers
+            t = artifacts.load_npz(path)
+            teachers[int(t["coef"].size)] = (t["features"], t["coef"], float(t["loss"]))
+    convergence = validation.convergence_table(pd.concat([pd.read_parquet(p) for p in a.convergence]))
     with step("sampled-data training", be):
-        curves = validation.sampled_comparison(model, teachers[0], settings["sampled"]["m_st"],
-                                               settings["sampled"], a.seed, backend=be)
+        spectrum = (artifacts.load_npy(a.eigvals), artifacts.load_npy(a.eigvecs))
+        curves = validation.sampled_comparison(model, artifacts.load_npy(a.student, mmap=False), spectrum,
+                                               teachers, settings["sampled"], a.seed, backend=be)
     table = validation.disagreements(losses, curves)
     meta = _metadata(be, settings=settings)
     artifacts.save_parquet(a.out_table, table, meta)
@@ -192,19 +196,18 @@ def cmd_summary(a):
     folder = Path(a.folder)
     summary = pd.read_parquet(folder / "summary.parquet")
     fit = pd.read_parquet(folder / "fit.parquet")
-    table = summary.groupby("m_te").agg(
+    table = summary.groupby(["m_st", "m_te"]).agg(
         L_TE=("L_TE", "mean"), L_ST_min=("L_ST_min", "mean"), ratio_best=("ratio_best", "mean"),
         ratio_spread=("ratio_best", lambda r: r.max() - r.min()), t_best=("t_best", "median"),
         ratio_inf_best=("ratio_inf_best", "mean"))
-    with pd.option_context("display.float_format", "{:.4g}".format):
-        print(f"{folder.name}: {summary['replicate'].nunique()} replicates, M_ST = "
-              f"{', '.join(str(m) for m in sorted(summary['m_st'].unique()))} (means over replicates)")
+    with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
+        print(f"{folder.name}: {summary['replicate'].nunique()} replicates (means over replicates)")
         print(table.to_string())
-    for width in ("finite", "infinite"):
-        overall = analysis.overall_fit(fit, width)
-        if np.isfinite(overall["exponent"]):
-            print(f"fitted exponent, {width} width (log min_t L_ST vs log L_TE): {overall['exponent']:.3f} "
-                  f"± {overall['exponent_se']:.3f} (standard error over replicates)")
+    for _, row in fit[fit["scope"] == "all"].iterrows():
+        if np.isfinite(row["exponent"]):
+            where = "" if row["m_st"] < 0 else f" at M_ST = {row['m_st']}"
+            print(f"fitted exponent, {row['width']} width{where} (log min_t L_ST vs log L_TE): "
+                  f"{row['exponent']:.3f} ± {row['exponent_se']:.3f} (standard error over replicates)")
 
 
 # --- argument parsing ----------------------------------------------------------------
@@ -239,11 +242,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out-eigvals", required=True)
     s.add_argument("--out-eigvecs", required=True)
 
-    s = add("teacher", cmd_teacher, "fit one teacher and its moments on the student features")
+    s = add("teacher", cmd_teacher, "draw and fit one teacher")
     model_and_backend(s)
     for opt in ("--seed", "--m-te", "--replicate"):
         s.add_argument(opt, type=int, required=True)
-    s.add_argument("--student", required=True)
     s.add_argument("--out", required=True)
 
     s = add("curves", cmd_curves, "exact finite-width student loss curve for one teacher")
@@ -267,12 +269,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dpi", type=int, default=150)
     s.add_argument("--spread", choices=("range", "std"), default="range")
 
+    s = add("ablation-figures", cmd_ablation_figures, "best-ratio heatmap and exponent against M_ST")
+    for opt in ("--summary", "--fit", "--out-dir", "--title"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--dpi", type=int, default=150)
+
     s = add("validate", cmd_validate, "finite width, infinite width and sampled-data training compared")
     model_and_backend(s)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--settings", required=True, help="the experiment's validation settings as JSON")
     s.add_argument("--losses", required=True)
     s.add_argument("--teachers", nargs="+", required=True)
+    s.add_argument("--convergence", nargs="+", required=True, help="curve tables at the convergence widths")
+    for opt in ("--student", "--eigvals", "--eigvecs"):
+        s.add_argument(opt, required=True, help="replicate 0's sampled-data student and its spectrum")
     for opt in ("--out-table", "--out-curves", "--out-convergence"):
         s.add_argument(opt, required=True)
 

@@ -1,27 +1,61 @@
-"""Config checks the JSON schema cannot express, run before any job.
+"""The config: its schema (composed with each model's parameters), the checks the schema
+cannot express, and the plan of students and curves an experiment asks for.
 
-The schema (``workflow/schemas/config.schema.yaml``) fixes keys and types; this module
-checks relations between values (``m_te < m_st``, ``t.min < t.max``) and that the
-named backend is usable, with messages that name the key and what is allowed.
+Each curve is a (teacher size ``m_te``, student width ``m_st``) pair. Its student is
+identified by the concrete model, the width and the seed (:func:`student_key`), not by the
+experiment, so two experiments with the same draws share one cached kernel and
+eigendecomposition.
 """
 from __future__ import annotations
 
+import copy
+import json
+import os
+import re
+from dataclasses import dataclass
+
 import numpy as np
 
-from .models import REGISTRY
+from . import models
+
+# Keys every experiment may have; all others are the model's own parameters.
+COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation")
+
+# Peak memory of a dense float64 eigendecomposition, in units of one M x M matrix
+# (input copy, eigenvectors, LAPACK divide-and-conquer workspace): measured 4.9 for
+# numpy.linalg.eigh at M = 16384 (9.7 GiB resident).
+DENSE_EIGH_MATRICES = 5
+# LAPACK's eigh (32-bit workspace indexing) fails for n >= 32767.
+NUMPY_EIGH_MAX_N = 32766
 
 
 class ConfigError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class Student:
+    key: str  # cache folder name, e.g. relu_sphere-d32-m16384-seed0
+    spec: dict  # concrete model: name and build() arguments
+    m_st: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Curve:
+    m_te: int
+    m_st: int
+    student: Student
+
+
 def normalize(config: dict) -> dict:
     """Read YAML 1.1 exponent literals without a sign (``1.0e2``, which PyYAML leaves as
-    strings) in the ``t`` grids as numbers; anything else is left for the schema to judge."""
+    strings) as numbers; anything else is left for the schema to judge."""
     for exp in (config.get("experiments") or {}).values():
         if not isinstance(exp, dict):
             continue
-        sampled = (exp.get("validation") or {}).get("sampled") if isinstance(exp.get("validation"), dict) else None
+        validation = exp.get("validation")
+        sampled = validation.get("sampled") if isinstance(validation, dict) else None
         for node, keys in ((exp.get("t"), ("min", "max")), (sampled, ("t_max",))):
             if not isinstance(node, dict):
                 continue
@@ -34,41 +68,130 @@ def normalize(config: dict) -> dict:
     return config
 
 
+def compose_schema(base: dict) -> dict:
+    """The config schema with every registered model's parameters: ``model`` must name a
+    registered model, and an experiment may carry only that model's parameters (typed by
+    the model's own ``PARAMETERS``)."""
+    schema = copy.deepcopy(base)
+    experiment = schema["properties"]["experiments"]["additionalProperties"]
+    experiment["properties"]["model"]["enum"] = sorted(models.REGISTRY)
+    rules = []
+    for name, module in sorted(models.REGISTRY.items()):
+        for param in module.PARAMETERS:
+            experiment["properties"].setdefault(param, {})
+        accepted = list(COMMON_KEYS) + list(module.PARAMETERS)
+        rules.append({
+            "if": {"properties": {"model": {"const": name}}, "required": ["model"]},
+            "then": {"properties": module.PARAMETERS, "required": list(module.REQUIRED),
+                     "propertyNames": {"enum": accepted}},
+        })
+    experiment["allOf"] = rules
+    return schema
+
+
 def time_grid(t: dict) -> np.ndarray:
     """The log-spaced gradient-flow times ``{min, max, num}`` (both ends included)."""
     return np.geomspace(float(t["min"]), float(t["max"]), int(t["num"]))
 
 
-def model_spec(experiment: dict) -> dict:
-    """The model's name and parameters: everything a kernel depends on, nothing else."""
-    return {"name": experiment["model"], "d": int(experiment["d"])}
+def model_params(experiment: dict) -> dict:
+    return {k: v for k, v in experiment.items() if k not in COMMON_KEYS}
 
 
-def check(config: dict) -> None:
-    """Raise :class:`ConfigError` listing every semantic problem in ``config``."""
+def model_spec(experiment: dict, m_te: int) -> dict:
+    """The concrete model (name and ``build`` arguments) used with teacher size ``m_te``."""
+    return models.specialize(experiment["model"], model_params(experiment), int(m_te))
+
+
+def is_ablation(experiment: dict) -> bool:
+    """An experiment over several student widths per teacher (``m_st`` a list)."""
+    return isinstance(experiment["m_st"], list)
+
+
+def student_widths(experiment: dict, spec: dict) -> list[int]:
+    m_st = experiment["m_st"]
+    if isinstance(m_st, dict):  # {d_factor: f}: M_ST = round(f * d) of the concrete model
+        return [int(round(m_st["d_factor"] * spec["d"]))]
+    return [int(m) for m in (m_st if isinstance(m_st, list) else [m_st])]
+
+
+def student_key(spec: dict, m_st: int, seed: int) -> str:
+    params = "-".join(f"{k}{spec[k]}" for k in sorted(spec) if k != "name")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{spec['name']}-{params}-m{m_st}-seed{seed}")
+
+
+def student(experiment: dict, m_te: int, m_st: int) -> Student:
+    spec = model_spec(experiment, m_te)
+    seed = int(experiment["seed"])
+    return Student(student_key(spec, m_st, seed), spec, int(m_st), seed)
+
+
+def plan(experiment: dict) -> list[Curve]:
+    """Every (m_te, m_st) curve of an experiment, in config order."""
+    curves = []
+    for m_te in experiment["m_te"]:
+        spec = model_spec(experiment, m_te)
+        curves += [Curve(int(m_te), m, student(experiment, m_te, m)) for m in student_widths(experiment, spec)]
+    return curves
+
+
+def spec_json(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check(config: dict, backend: str = "numpy", memory: int | None = None) -> None:
+    """Raise :class:`ConfigError` listing every semantic problem in ``config``.
+
+    ``backend`` is the resolved array library; on ``numpy`` a student wider than LAPACK's
+    eigh limit, or whose dense eigendecomposition would not fit in ``memory`` (default:
+    this machine's), is refused with the size it needs.
+    """
     problems = []
     experiments = config.get("experiments") or {}
     if not experiments:
         problems.append("experiments: at least one experiment is required")
+    memory = memory_bytes() if memory is None else memory
     for name, exp in experiments.items():
         key = f"experiments.{name}"
-        if exp.get("model") not in REGISTRY:
-            problems.append(f"{key}.model: unknown model {exp.get('model')!r}; allowed: {', '.join(sorted(REGISTRY))}")
-        m_st, m_te = exp.get("m_st"), exp.get("m_te") or []
-        too_big = [m for m in m_te if m >= m_st]
-        if too_big:
-            problems.append(f"{key}.m_te: every teacher size must be smaller than m_st = {m_st}; got {too_big}")
+        m_te = exp.get("m_te") or []
         if len(set(m_te)) != len(m_te):
             problems.append(f"{key}.m_te: teacher sizes must be distinct; got {m_te}")
+        t = exp.get("t", {})
+        if t.get("min", 0) >= t.get("max", 0):
+            problems.append(f"{key}.t: need 0 < min < max; got min={t.get('min')}, max={t.get('max')}")
+        try:
+            curves = plan(exp)
+        except ValueError as exc:
+            problems.append(f"{key}: {exc}")
+            continue
+        too_big = sorted({c.m_te for c in curves if c.m_te >= c.m_st})
+        if too_big:
+            widths = sorted({c.m_st for c in curves})
+            problems.append(f"{key}.m_te: every teacher size must be smaller than m_st = "
+                            f"{widths[0] if len(widths) == 1 else widths}; got {too_big}")
+        for s in {c.student.key: c.student for c in curves}.values():
+            need = DENSE_EIGH_MATRICES * 8 * s.m_st**2 + 8 * s.m_st * s.spec.get("d", 0)
+            if backend == "numpy" and s.m_st > NUMPY_EIGH_MAX_N:
+                problems.append(f"{key}: student width {s.m_st} exceeds LAPACK's dense eigh limit on the CPU "
+                                f"(n <= {NUMPY_EIGH_MAX_N}); use a GPU (backend: cupy) or a smaller m_st")
+            elif backend == "numpy" and need > memory:
+                problems.append(f"{key}: student {s.key} needs about {need / 2**30:.1f} GiB for its dense "
+                                f"eigendecomposition, more than the {memory / 2**30:.1f} GiB of this machine")
         validation = exp.get("validation")
         if validation and m_te:
+            if is_ablation(exp) or isinstance(exp["m_st"], dict):
+                problems.append(f"{key}.validation: needs a single integer m_st")
+            if any(model_spec(exp, m) != model_spec(exp, m_te[0]) for m in m_te):
+                problems.append(f"{key}.validation: needs a model that does not change with the teacher size")
             widths = list(validation.get("convergence_m_st", [])) + [validation.get("sampled", {}).get("m_st")]
             small = [w for w in widths if w is not None and w <= max(m_te)]
             if small:
                 problems.append(f"{key}.validation: student widths must exceed the largest m_te = {max(m_te)}; "
                                 f"got {small}")
-        t = exp.get("t", {})
-        if t.get("min", 0) >= t.get("max", 0):
-            problems.append(f"{key}.t: need 0 < min < max; got min={t.get('min')}, max={t.get('max')}")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

@@ -42,7 +42,9 @@ def figure_2a(losses: pd.DataFrame, *, title: str, spread: str = "range"):
     for color, m_te in zip(colors, sizes):
         wide = losses[losses["m_te"] == m_te].pivot(index="t", columns="replicate", values="ratio")
         mean, lo, hi = _band(wide, spread)
-        ax.plot(wide.index, mean, color=color, lw=1.8, label=rf"$M_{{TE}}={m_te}$")
+        m_st = losses.loc[losses["m_te"] == m_te, "m_st"].iloc[0]
+        label = rf"$M_{{TE}}={m_te}$" + (rf", $M_{{ST}}={m_st}$" if losses["m_st"].nunique() > 1 else "")
+        ax.plot(wide.index, mean, color=color, lw=1.8, label=label)
         ax.fill_between(wide.index, lo, hi, color=color, alpha=0.25, lw=0)
         infinite = losses[losses["m_te"] == m_te].groupby("t")["ratio_inf"].mean()
         if infinite.notna().any():
@@ -57,7 +59,8 @@ def figure_2a(losses: pd.DataFrame, *, title: str, spread: str = "range"):
     ax.set_ylim(0.0, max(1.5, min(ymax, 4.0)))
     n_rep = losses["replicate"].nunique()
     band = "min-max" if spread == "range" else "±1 std"
-    m_st = ", ".join(str(m) for m in sorted(losses["m_st"].unique()))
+    widths = losses.groupby("m_te")["m_st"].first()
+    m_st = str(widths.iloc[0]) if widths.nunique() == 1 else "varies with $M_{TE}$"
     ax.set_title(f"{title}: student/teacher loss, $M_{{ST}}$ = {m_st} ({n_rep} replicates, band = {band})",
                  fontsize=9)
     ax.legend(fontsize=8, ncol=2)
@@ -125,6 +128,7 @@ def figure_validation(curves: pd.DataFrame, convergence: pd.DataFrame, table: pd
     left.plot([], [], "k-", label=f"exact, $M_{{ST}}={m_st}$")
     left.plot([], [], "k--", label=r"exact, $M_{ST}\to\infty$")
     left.set_xscale("log")
+    left.set_yscale("log")
     left.set_xlabel(TIME_LABEL, fontsize=7)
     left.set_ylabel(r"$L_{ST}(t)/L_{TE}$")
     left.set_title("sampled-data gradient descent (points, ±2 s.e.) on the exact curves", fontsize=9)
@@ -147,4 +151,46 @@ def figure_validation(curves: pd.DataFrame, convergence: pd.DataFrame, table: pd
     right.legend(fontsize=7)
     right.grid(True, which="both", alpha=0.2)
     fig.suptitle(f"{title}: three independent computations", fontsize=10)
+    return fig
+
+
+def figure_ablation_heatmap(summary: pd.DataFrame, *, title: str):
+    """Best ratio ``min_t L_ST / L_TE`` (mean over replicates) over ``M_TE`` by ``M_ST``."""
+    grid = summary.groupby(["m_te", "m_st"])["ratio_best"].mean().unstack("m_st")
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.6 * grid.shape[0] + 1.8))
+    image = ax.imshow(grid.to_numpy(), cmap="viridis_r", aspect="auto", origin="lower")
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if value > np.nanmean(grid.to_numpy()) else "black")
+    ax.set_xticks(range(grid.shape[1]), [str(m) for m in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [str(m) for m in grid.index])
+    ax.set_xlabel(r"student width $M_{ST}$")
+    ax.set_ylabel(r"teacher width $M_{TE}$")
+    fig.colorbar(image, ax=ax, label=r"best ratio $\min_t L_{ST}/L_{TE}$")
+    n_rep = summary["replicate"].nunique()
+    ax.set_title(f"{title}: best student/teacher ratio (mean over {n_rep} replicates)", fontsize=9)
+    return fig
+
+
+def figure_ablation_exponent(fit: pd.DataFrame, *, title: str):
+    """The fitted exponent against ``M_ST`` (± standard error over replicates), with the
+    exact infinite-width exponent as its limit."""
+    fig, ax = plt.subplots(figsize=(5.8, 4.2))
+    rows = fit[(fit["width"] == "finite") & (fit["scope"] == "all")].sort_values("m_st")
+    ax.errorbar(rows["m_st"], rows["exponent"], yerr=rows["exponent_se"].fillna(0.0), fmt="o-", capsize=3,
+                label="finite width")
+    infinite = fit[(fit["width"] == "infinite") & (fit["scope"] == "all")]["exponent"]
+    if infinite.notna().any():
+        ax.axhline(float(infinite.iloc[0]), color="tab:orange", ls="--",
+                   label=rf"$M_{{ST}}\to\infty$ (exact): {float(infinite.iloc[0]):.2f}")
+    for slope, ls in zip(REFERENCE_SLOPES, ("--", "-.", ":")):
+        ax.axhline(slope, color="gray", ls=ls, lw=0.8)
+        ax.text(rows["m_st"].min(), slope, f" {slope:g}", va="bottom", fontsize=7, color="gray")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(r"student width $M_{ST}$")
+    ax.set_ylabel(r"fitted exponent of $\min_t L_{ST}$ on $L_{TE}$")
+    ax.set_title(f"{title}: exponent against student width", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.2)
     return fig

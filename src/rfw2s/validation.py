@@ -13,90 +13,66 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .backend import to_numpy
-from .sample import train_students
-from .seeding import seed_sequence
-from .solve import losses_from_spectrum, student_spectrum
+from .backend import resolve, to_numpy
+from .sample import largest_stable_step, train_students
+from .solve import losses_from_spectrum
 
 CURVE_COLUMNS = ["method", "m_st", "m_te", "replicate", "t", "L_ST", "se", "L_TE"]
 CONVERGENCE_COLUMNS = ["m_st", "m_te", "replicate", "ratio_best", "t_best"]
 DISAGREEMENT_COLUMNS = ["comparison", "m_te", "m_st", "max_rel_diff", "max_abs_z", "n_points"]
 
 
-def exact_curves(model, W, teachers, ts, backend="numpy") -> np.ndarray:
-    """Exact finite-width curves of all ``teachers`` (list of ``(U, coef)``) for student ``W``,
-    from one eigendecomposition; shape ``(len(teachers), len(ts))``."""
-    from .backend import resolve
-
-    be = resolve(backend) if isinstance(backend, str) else backend
-    Wx = be.asarray(W)
-    lam, V = student_spectrum(model, Wx, backend=be)
-    C = be.xp.stack([model.gram(Wx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)
-    return to_numpy(losses_from_spectrum(lam, V, C, model.target_moments(Wx), model.target_norm2,
-                                         be.asarray(np.asarray(ts, float))))
-
-
-def convergence_table(model, teachers_by_replicate, widths, ts, seed, backend="numpy",
-                      known: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Best ratio on the grid for each student width (``inf`` = infinite width).
-
-    ``teachers_by_replicate[r]`` maps ``m_te -> (U, coef, L_TE)``; a width already in
-    ``known`` (rows of the experiment's own losses table) is read, not recomputed.
-    """
-    rows = []
-    for r, teachers in teachers_by_replicate.items():
-        sizes = sorted(teachers)
-        pairs = [(teachers[m][0], teachers[m][1]) for m in sizes]
-        for width in widths:
-            if known is not None and width in set(known["m_st"]):
-                part = known[known["replicate"] == r]
-                curves = np.stack([part[part["m_te"] == m].sort_values("t")["L_ST"].to_numpy() for m in sizes])
-            else:
-                W = model.sample_features(seed_sequence(seed, "student", width, r), width)
-                curves = exact_curves(model, W, pairs, ts, backend)
-            rows += _best_rows(width, sizes, r, curves, ts, teachers)
-        if hasattr(model, "infinite_width"):
-            curves = np.stack([model.infinite_width(U, coef, ts).losses for U, coef in pairs])
-            rows += _best_rows(np.inf, sizes, r, curves, ts, teachers)
-    return pd.DataFrame(rows, columns=CONVERGENCE_COLUMNS).sort_values(["m_te", "replicate", "m_st"],
-                                                                        ignore_index=True)
+def convergence_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Best ratio on the grid per (student width, teacher, replicate), from curve tables at
+    several widths; ``m_st = inf`` rows from the exact infinite-width columns (the same for
+    every width, since they depend on the teacher alone)."""
+    keys = ["m_st", "m_te", "replicate"]
+    best = curves.loc[curves.groupby(keys)["L_ST"].idxmin()]
+    rows = best.assign(ratio_best=best["L_ST"] / best["L_TE"], m_st=best["m_st"].astype(float))
+    tables = [rows.rename(columns={"t": "t_best"})[CONVERGENCE_COLUMNS]]
+    if curves["L_ST_inf"].notna().any():
+        widest = curves[curves["m_st"] == curves["m_st"].max()]
+        inf = widest.loc[widest.groupby(["m_te", "replicate"])["L_ST_inf"].idxmin()]
+        tables.append(inf.assign(m_st=np.inf, ratio_best=inf["L_ST_inf"] / inf["L_TE"])
+                      .rename(columns={"t": "t_best"})[CONVERGENCE_COLUMNS])
+    return pd.concat(tables, ignore_index=True).sort_values(["m_te", "replicate", "m_st"], ignore_index=True)
 
 
-def _best_rows(width, sizes, replicate, curves, ts, teachers):
-    best = curves.argmin(axis=1)
-    return [{"m_st": float(width), "m_te": m, "replicate": replicate,
-             "ratio_best": float(curves[i, best[i]] / teachers[m][2]), "t_best": float(ts[best[i]])}
-            for i, m in enumerate(sizes)]
+def sampled_comparison(model, W, spectrum, teachers, sampled: dict, seed, replicate=0,
+                       backend="numpy") -> pd.DataFrame:
+    """Sampled-data training of student ``W`` against both exact curves.
 
-
-def sampled_comparison(model, teachers, m_st, sampled: dict, seed, replicate=0, backend="numpy") -> pd.DataFrame:
-    """Sampled-data training against both exact curves, for one student of width ``m_st``.
-
+    ``spectrum`` is ``(lam, V)`` of ``gram(W, W) / M`` (the cached eigendecomposition);
     ``teachers`` maps ``m_te -> (U, coef, L_TE)``; ``sampled`` holds ``runs, batch, t_max,
-    points`` and optionally ``step_fraction``. Returns rows of :data:`CURVE_COLUMNS`.
+    points`` and optionally ``step_fraction``. Returns rows of :data:`CURVE_COLUMNS`: the
+    sampled points, and the exact curves on a dense grid that contains the sampled times.
     """
+    be = resolve(backend) if isinstance(backend, str) else backend
     sizes = sorted(teachers)
     pairs = [(teachers[m][0], teachers[m][1]) for m in sizes]
-    W = model.sample_features(seed_sequence(seed, "student", m_st, replicate), m_st)
+    m_st = W.shape[0]
     ts = np.geomspace(sampled["t_max"] / 100.0, sampled["t_max"], int(sampled["points"]))
-    options = {"runs": int(sampled["runs"]), "batch": int(sampled["batch"]), "seed": seed, "backend": backend}
+    options = {"runs": int(sampled["runs"]), "batch": int(sampled["batch"]), "seed": seed, "backend": be}
     if "step_fraction" in sampled:
-        from .sample import largest_stable_step
-
-        options["eta"] = float(sampled["step_fraction"]) * largest_stable_step(model, W, backend)
+        options["eta"] = float(sampled["step_fraction"]) * largest_stable_step(model, W, be)
     measured = train_students(model, W, pairs, ts, **options)
     achieved = measured[0].ts
-    finite = exact_curves(model, W, pairs, achieved, backend)
+    dense = np.union1d(np.geomspace(sampled["t_max"] / 300.0, 3.0 * sampled["t_max"], 60), achieved)
+    Wx = be.asarray(W)
+    lam, V = (be.asarray(a) for a in spectrum)
+    C = be.xp.stack([model.gram(Wx, be.asarray(U)) @ be.asarray(coef) for U, coef in pairs], axis=1)
+    finite = to_numpy(losses_from_spectrum(lam, V, C, model.target_moments(Wx), model.target_norm2,
+                                           be.asarray(dense)))
     rows = []
     for i, m in enumerate(sizes):
         U, coef, L_TE = teachers[m]
-        curves = {"sampled": (measured[i].losses, measured[i].se), "finite": (finite[i], np.zeros_like(achieved))}
+        curves = {"sampled": (achieved, measured[i].losses, measured[i].se, m_st),
+                  "finite": (dense, finite[i], np.zeros_like(dense), m_st)}
         if hasattr(model, "infinite_width"):
-            curves["infinite"] = (model.infinite_width(U, coef, achieved).losses, np.zeros_like(achieved))
-        for method, (L, se) in curves.items():
-            rows += [{"method": method, "m_st": float(m_st if method != "infinite" else np.inf), "m_te": m,
-                      "replicate": replicate, "t": t, "L_ST": l, "se": s, "L_TE": L_TE}
-                     for t, l, s in zip(achieved, L, se)]
+            curves["infinite"] = (dense, model.infinite_width(U, coef, dense).losses, np.zeros_like(dense), np.inf)
+        for method, (t_values, L, se, width) in curves.items():
+            rows += [{"method": method, "m_st": float(width), "m_te": m, "replicate": replicate,
+                      "t": t, "L_ST": l, "se": s, "L_TE": L_TE} for t, l, s in zip(t_values, L, se)]
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -114,15 +90,17 @@ def disagreements(losses: pd.DataFrame, sampled_curves: pd.DataFrame) -> pd.Data
             rows.append({"comparison": "finite_vs_infinite", "m_te": m_te, "m_st": float(part["m_st"].iloc[0]),
                          "max_rel_diff": float(rel.max()), "max_abs_z": np.nan, "n_points": len(part)})
     for m_te, part in sampled_curves.groupby("m_te", sort=True):
-        s = part[part["method"] == "sampled"].sort_values("t")
+        s = part[part["method"] == "sampled"]
         for reference in ("finite", "infinite"):
-            ref = part[part["method"] == reference].sort_values("t")
+            ref = part[part["method"] == reference][["t", "L_ST"]]
             if ref.empty:
                 continue
-            L_ref = ref["L_ST"].to_numpy()
+            both = s.merge(ref, on="t", suffixes=("", "_ref"), validate="one_to_one")
+            if len(both) != len(s):
+                raise ValueError(f"the {reference} curve lacks some sampled times (M_TE = {m_te})")
+            diff = both["L_ST"] - both["L_ST_ref"]
             rows.append({"comparison": f"sampled_vs_{reference}", "m_te": m_te, "m_st": float(s["m_st"].iloc[0]),
-                         "max_rel_diff": float(np.max(np.abs(s["L_ST"].to_numpy() / L_ref - 1.0))),
-                         "max_abs_z": float(np.max(np.abs(s["L_ST"].to_numpy() - L_ref) / s["se"].to_numpy())),
-                         "n_points": len(s)})
+                         "max_rel_diff": float(np.max(np.abs(diff / both["L_ST_ref"]))),
+                         "max_abs_z": float(np.max(np.abs(diff) / both["se"])), "n_points": len(both)})
     return pd.DataFrame(rows, columns=DISAGREEMENT_COLUMNS)
 

@@ -1,13 +1,12 @@
-# Teacher fits per (M_TE, replicate), then the exact student loss curve of each.
+# Teacher fits per (M_TE, replicate), then the exact student loss curve of each
+# (M_TE, M_ST, replicate) from the cached eigendecomposition of its student.
 
 
 rule teacher:
-    input:
-        student=rules.draw_student.output,
     output:
         f"{RESULTS}/teachers/m{{m_te}}_r{{replicate}}.npz",
     params:
-        model=model_json,
+        model=teacher_model_json,
         seed=experiment_value("seed"),
         backend=config["backend"],
         solver=SOLVER_VERSION,
@@ -19,27 +18,26 @@ rule teacher:
         "../../envs/rfw2s.yaml"
     shell:
         "python -m rfw2s teacher --model {params.model:q} --backend {params.backend} --seed {params.seed}"
-        " --m-te {wildcards.m_te} --replicate {wildcards.replicate} --student {input.student}"
-        " --out {output} > {log} 2>&1"
+        " --m-te {wildcards.m_te} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
 rule curves:
     input:
-        student=rules.draw_student.output,
-        eigvals=rules.eigh.output.eigvals,
-        eigvecs=rules.eigh.output.eigvecs,
+        student=cached("draw"),
+        eigvals=cached("eigvals"),
+        eigvecs=cached("eigvecs"),
         teacher=rules.teacher.output,
     output:
-        f"{RESULTS}/curves/m{{m_te}}_r{{replicate}}.parquet",
+        f"{RESULTS}/curves/m{{m_te}}_s{{m_st}}_r{{replicate}}.parquet",
     params:
-        model=model_json,
+        model=teacher_model_json,
         t=experiment_value("t"),
         backend=config["backend"],
         solver=SOLVER_VERSION,
     log:
-        f"{RESULTS}/logs/curves/m{{m_te}}_r{{replicate}}.log",
+        f"{RESULTS}/logs/curves/m{{m_te}}_s{{m_st}}_r{{replicate}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/curves/m{{m_te}}_r{{replicate}}.tsv"
+        f"{RESULTS}/benchmarks/curves/m{{m_te}}_s{{m_st}}_r{{replicate}}.tsv"
     conda:
         "../../envs/rfw2s.yaml"
     shell:

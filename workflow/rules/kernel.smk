@@ -1,19 +1,20 @@
-# Student draws -> cached feature-kernel matrix -> its eigendecomposition.
-# The dense steps hold the `gpu` resource, so they run one at a time and may use every
-# CPU core for BLAS/LAPACK when no GPU is usable (--blas-threads all).
+# Student draws -> cached feature-kernel matrix -> its eigendecomposition, shared by
+# every experiment whose draws are the same (results/cache/<student>/, the student named
+# by model, width and seed). The dense steps hold the `gpu` resource, so they run one at
+# a time and may use every CPU core for BLAS/LAPACK (--blas-threads all).
 
 
 rule draw_student:
     output:
-        f"{RESULTS}/draws/student_r{{replicate}}.npy",
+        f"{CACHE}/draw_r{{replicate}}.npy",
     params:
-        model=model_json,
-        seed=experiment_value("seed"),
-        m_st=experiment_value("m_st"),
+        model=student_model_json,
+        seed=student_value("seed"),
+        m_st=student_value("m_st"),
     log:
-        f"{RESULTS}/logs/draw_student/r{{replicate}}.log",
+        f"{CACHE}/logs/draw_r{{replicate}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/draw_student/r{{replicate}}.tsv"
+        f"{CACHE}/benchmarks/draw_r{{replicate}}.tsv"
     conda:
         "../../envs/rfw2s.yaml"
     shell:
@@ -25,16 +26,16 @@ rule kernel:
     input:
         rules.draw_student.output,
     output:
-        f"{RESULTS}/kernel/r{{replicate}}_gram.npy",
+        f"{CACHE}/gram_r{{replicate}}.npy",
     params:
-        model=model_json,
+        model=student_model_json,
         backend=config["backend"],
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/kernel/r{{replicate}}.log",
+        f"{CACHE}/logs/kernel_r{{replicate}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/kernel/r{{replicate}}.tsv"
+        f"{CACHE}/benchmarks/kernel_r{{replicate}}.tsv"
     conda:
         "../../envs/rfw2s.yaml"
     shell:
@@ -46,17 +47,17 @@ rule eigh:
     input:
         rules.kernel.output,
     output:
-        eigvals=f"{RESULTS}/kernel/r{{replicate}}_eigvals.npy",
-        eigvecs=f"{RESULTS}/kernel/r{{replicate}}_eigvecs.npy",
+        eigvals=f"{CACHE}/eigvals_r{{replicate}}.npy",
+        eigvecs=f"{CACHE}/eigvecs_r{{replicate}}.npy",
     params:
         backend=config["backend"],
         solver=SOLVER_VERSION,
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/eigh/r{{replicate}}.log",
+        f"{CACHE}/logs/eigh_r{{replicate}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/eigh/r{{replicate}}.tsv"
+        f"{CACHE}/benchmarks/eigh_r{{replicate}}.tsv"
     conda:
         "../../envs/rfw2s.yaml"
     shell:

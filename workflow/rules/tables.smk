@@ -1,9 +1,10 @@
-# Per-job curves -> the experiment's parquet tables -> Figures 2(a) and 2(b).
+# Per-job curves -> the experiment's parquet tables -> its figures: Figures 2(a)/(b) for
+# an experiment with one student width per teacher, the ablation figures for a grid.
 
 
 rule aggregate:
     input:
-        curves_of,
+        lambda wc: curve_files(wc.experiment),
     output:
         losses=f"{RESULTS}/losses.parquet",
         summary=f"{RESULTS}/summary.parquet",
@@ -31,6 +32,8 @@ rule figures:
         f"{RESULTS}/figures/fig2a.pdf",
         f"{RESULTS}/figures/fig2b.png",
         f"{RESULTS}/figures/fig2b.pdf",
+    wildcard_constraints:
+        experiment="|".join(SINGLE_WIDTH) or "(?!)",
     params:
         plot=config["plot"],
         out_dir=f"{RESULTS}/figures",
@@ -45,3 +48,29 @@ rule figures:
         "python -m rfw2s figures --losses {input.losses} --summary {input.summary} --fit {input.fit}"
         " --title {wildcards.experiment} --out-dir {params.out_dir}"
         " --dpi {params.plot[dpi]} --spread {params.plot[spread]} > {log} 2>&1"
+
+
+rule ablation_figures:
+    input:
+        summary=rules.aggregate.output.summary,
+        fit=rules.aggregate.output.fit,
+    output:
+        f"{RESULTS}/figures/ablation_heatmap.png",
+        f"{RESULTS}/figures/ablation_heatmap.pdf",
+        f"{RESULTS}/figures/ablation_exponent.png",
+        f"{RESULTS}/figures/ablation_exponent.pdf",
+    wildcard_constraints:
+        experiment="|".join(ABLATIONS) or "(?!)",
+    params:
+        plot=config["plot"],
+        out_dir=f"{RESULTS}/figures",
+    priority: 10
+    log:
+        f"{RESULTS}/logs/ablation_figures.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ablation_figures.tsv"
+    conda:
+        "../../envs/rfw2s.yaml"
+    shell:
+        "python -m rfw2s ablation-figures --summary {input.summary} --fit {input.fit}"
+        " --title {wildcards.experiment} --out-dir {params.out_dir} --dpi {params.plot[dpi]} > {log} 2>&1"

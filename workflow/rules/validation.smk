@@ -4,16 +4,33 @@
 # depends on it, and the figure rules are scheduled before it (priority).
 
 
+def sampled_student(name):
+    """Input function: a cached artifact of replicate 0's sampled-data student."""
+
+    def path(wc):
+        exp = EXPERIMENTS[wc.experiment]
+        s = rfw2s.config.student(exp, exp["m_te"][0], exp["validation"]["sampled"]["m_st"])
+        return f"results/cache/{s.key}/{name}_r0.npy"
+
+    return path
+
+
 rule validation:
     input:
         losses=rules.aggregate.output.losses,
-        teachers=teachers_of,
+        teachers=lambda wc: teacher_files(wc.experiment),
+        convergence=lambda wc: curve_files(
+            wc.experiment, EXPERIMENTS[wc.experiment]["validation"]["convergence_m_st"]
+        ),
+        student=sampled_student("draw"),
+        eigvals=sampled_student("eigvals"),
+        eigvecs=sampled_student("eigvecs"),
     output:
         table=f"{RESULTS}/validation.parquet",
         curves=f"{RESULTS}/validation_curves.parquet",
         convergence=f"{RESULTS}/validation_convergence.parquet",
     params:
-        model=model_json,
+        model=validation_model_json,
         seed=experiment_value("seed"),
         settings=lambda wc: json.dumps(EXPERIMENTS[wc.experiment]["validation"], sort_keys=True),
         backend=config["backend"],
@@ -30,7 +47,9 @@ rule validation:
     shell:
         "python -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
-        " --teachers {input.teachers} --out-table {output.table} --out-curves {output.curves}"
+        " --teachers {input.teachers} --convergence {input.convergence} --student {input.student}"
+        " --eigvals {input.eigvals} --eigvecs {input.eigvecs}"
+        " --out-table {output.table} --out-curves {output.curves}"
         " --out-convergence {output.convergence} > {log} 2>&1"
 
 

@@ -12,6 +12,16 @@ import numpy as np
 
 from ..backend import array_namespace
 
+NAME = "relu_sphere"
+# Config parameters (JSON schema); the concrete model is the same for every teacher size.
+PARAMETERS = {"d": {"type": "integer", "minimum": 2, "maximum": 100000, "description": "input dimension"}}
+REQUIRED = ["d"]
+
+
+def specialize(params: dict, m_te: int) -> dict:
+    """The concrete model used with a teacher of ``m_te`` features (here: independent of it)."""
+    return {"name": NAME, "d": int(params["d"])}
+
 
 def kappa(rho, d: int):
     """Population kernel ``E[relu(<u,x>) relu(<u',x>)]`` as a function of ``rho = <u,u'>``.
@@ -29,7 +39,7 @@ def kappa(rho, d: int):
 class ReluSphere:
     d: int
     beta: np.ndarray = field(repr=False)
-    name = "relu_sphere"
+    name = NAME
 
     def params(self) -> dict:
         return {"d": self.d}
@@ -77,6 +87,10 @@ class ReluSphere:
         from ..spectral import relu_infinite_width
 
         return relu_infinite_width(self, U, coef, ts)
+
+
+def build(d: int) -> ReluSphere:
+    return relu_sphere(d)
 
 
 def relu_sphere(d: int, beta=None) -> ReluSphere:
