@@ -27,7 +27,16 @@ def _delete(path):
 
 
 EXP = ("experiments", "tiny")
+M23 = ("experiments", "tiny_model23")
 BAD_CONFIGS = {
+    "another model's parameter": (_set(EXP + ("spike_exponent",), 0.5), "'spike_exponent' is not one of"),
+    "model parameter of wrong type": (_set(EXP + ("d",), "thirty-two"), "'thirty-two' is not of type 'integer'"),
+    "model parameter out of range": (_set(EXP + ("d",), 1), "d"),
+    "model 2.3 exponent out of range": (_set(M23 + ("dim_exponent",), -1.0), "dim_exponent"),
+    "model 2.3 unknown target": (_set(M23 + ("target",), "last"), "target"),
+    "student beyond LAPACK's eigh": (_set(EXP + ("m_st",), 40000), "LAPACK"),
+    "validation on an ablation": (_set(EXP + ("m_st",), [256, 1024]), "validation: needs a single integer m_st"),
+    "m_st rule without factor": (_set(M23 + ("m_st",), {"d_power": 2}), "m_st"),
     "unknown top-level key": (_set(("colour",), "red"), "colour"),
     "unknown experiment key": (_set(EXP + ("m_ts",), 3), "m_ts"),
     "teacher not smaller than student": (_set(EXP + ("m_te",), [8, 1024]), "experiments.tiny.m_te"),
@@ -37,7 +46,7 @@ BAD_CONFIGS = {
     "negative teacher size": (_set(EXP + ("m_te",), [-4, 8]), "m_te"),
     "time grid min >= max": (_set(EXP + ("t",), {"min": 1e5, "max": 1e2, "num": 10}), "experiments.tiny.t"),
     "time grid one point": (_set(EXP + ("t",), {"min": 1, "max": 1e2, "num": 1}), "num"),
-    "unknown model": (_set(EXP + ("model",), "resnet"), "model"),
+    "unknown model": (_set(EXP + ("model",), "resnet"), "'resnet' is not one of ['linear_spiked', 'relu_sphere']"),
     "unknown backend": (_set(("backend",), "tpu"), "backend"),
     "missing seed": (_delete(EXP + ("seed",)), "seed"),
     "no experiments": (_set(("experiments",), {}), "experiments"),
@@ -66,6 +75,13 @@ def test_cupy_backend_without_gpu_stops_with_a_clear_message(tmp_path):
     assert proc.returncode != 0
     assert "backend: cupy was requested but" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_student_too_large_for_memory_is_refused_with_the_size_it_needs():
+    config = load_tiny()
+    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.1 MiB .* more than the 1.0 MiB"):
+        check(config, backend="numpy", memory=1 << 20)
+    check(config, backend="numpy", memory=1 << 34)  # fits: no error
 
 
 def test_semantic_check_lists_every_problem():

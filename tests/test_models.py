@@ -70,5 +70,5 @@ def test_bad_model_parameters_are_refused(kwargs, match):
 
 
 def test_unknown_model_lists_available():
-    with pytest.raises(ValueError, match="available: relu_sphere"):
+    with pytest.raises(ValueError, match="available: linear_spiked, relu_sphere"):
         make_model("no_such_model", d=3)

@@ -1,6 +1,7 @@
 """Independent computations agree: sampled-data training on the exact curve, finite width
 approaching infinite width, and the infinite-width solver's truncation control."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from rfw2s.models import relu_sphere
@@ -46,14 +47,19 @@ def test_unstable_step_is_refused_with_the_largest_stable_step():
 
 
 def test_finite_width_approaches_infinite_width_as_the_student_grows():
-    teachers = {}
+    ts = np.geomspace(10, 1e6, 40)
+    widths = [128, 512, 2048]
+    rows = []
     for r in range(2):
         for m_te in (8, 32):
             U, fit = _teacher(m_te, r)
-            teachers.setdefault(r, {})[m_te] = (U, fit.coef, fit.loss)
-    ts = np.geomspace(10, 1e6, 40)
-    widths = [128, 512, 2048]
-    table = convergence_table(MODEL, teachers, widths, ts, seed=1)
+            L_inf = student_losses_infinite(MODEL, U, fit.coef, ts)
+            for m_st in widths:
+                L = student_losses(MODEL, _student(m_st, r), U, fit.coef, ts)
+                rows.append(pd.DataFrame(dict(m_st=m_st, m_te=m_te, replicate=r, t=ts, L_ST=L, L_ST_inf=L_inf,
+                                              L_TE=fit.loss)))
+    table = convergence_table(pd.concat(rows, ignore_index=True))
+    assert set(table["m_st"]) == {128.0, 512.0, 2048.0, np.inf}
     for m_te in (8, 32):
         part = table[table["m_te"] == m_te]
         infinite = part[np.isinf(part["m_st"])].set_index("replicate")["ratio_best"]
@@ -91,8 +97,6 @@ def test_too_low_truncation_degree_is_reported_not_used():
 
 
 def test_disagreement_table_flags_a_wrong_curve():
-    import pandas as pd
-
     rows = [dict(method=m, m_st=64.0, m_te=4, replicate=0, t=t, L_ST=L, se=se, L_TE=1.0)
             for t in (1.0, 2.0)
             for m, L, se in (("sampled", 0.50, 0.01), ("finite", 0.51, 0.0), ("infinite", 0.70, 0.0))]

@@ -48,21 +48,23 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     assert fit["width"].tolist() == ["finite"] * (reps + 1) + ["infinite"] * (reps + 1)
     assert np.isfinite(fit["exponent"]).all()
 
-    meta = read_metadata(out / "curves" / f"m{sizes[0]}_r0.parquet")
+    meta = read_metadata(out / "curves" / f"m{sizes[0]}_s{exp['m_st']}_r0.parquet")
     assert meta["backend"] == "numpy" and "numpy" in meta["versions"] and meta["solver_version"]
 
+    cache = workdir / "results" / "cache" / f"relu_sphere-d{exp['d']}-m{exp['m_st']}-seed{exp['seed']}"
     for r in range(reps):
-        G = np.load(out / "kernel" / f"r{r}_gram.npy", mmap_mode="r")
-        lam = np.load(out / "kernel" / f"r{r}_eigvals.npy")
-        V = np.load(out / "kernel" / f"r{r}_eigvecs.npy", mmap_mode="r")
+        G = np.load(cache / f"gram_r{r}.npy", mmap_mode="r")
+        lam = np.load(cache / f"eigvals_r{r}.npy")
+        V = np.load(cache / f"eigvecs_r{r}.npy", mmap_mode="r")
         assert G.shape == V.shape == (exp["m_st"], exp["m_st"])
         assert (lam >= 0).all() and np.all(np.diff(lam) >= 0)
         assert lam.sum() == pytest.approx(np.trace(G) / exp["m_st"], rel=1e-10)
+        assert oct((cache / f"gram_r{r}.npy").stat().st_mode & 0o777) != oct(0o600)  # readable by others
 
     for name in ("fig2a", "fig2b", "validation"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
-    assert (out / "logs" / "eigh" / "r0.log").read_text().count("backend: numpy") == 1
+    assert (cache / "logs" / "eigh_r0.log").read_text().count("backend: numpy") == 1
 
 
 def test_validation_table_shows_the_three_computations_agree(tiny_run):
@@ -96,6 +98,44 @@ def test_complete_run_is_not_stale(tiny_run):
     assert planned_jobs(workdir, configfile) == {}
 
 
+def test_ablation_grid_and_its_figures(tiny_run):
+    workdir, _, config = tiny_run
+    exp = config["experiments"]["tiny_ablation"]
+    out = workdir / "results" / "tiny_ablation"
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert len(summary) == exp["replicates"] * len(exp["m_te"]) * len(exp["m_st"])
+    fit = pd.read_parquet(out / "fit.parquet")
+    assert sorted(fit["m_st"].unique()) == sorted(exp["m_st"])
+    # The ablation's widest student is tiny's: identical curves, read from the same cache.
+    same = summary[summary["m_st"] == 1024].reset_index(drop=True)
+    tiny = pd.read_parquet(workdir / "results" / "tiny" / "summary.parquet")
+    pd.testing.assert_frame_equal(same[tiny.columns], tiny)
+    for name in ("ablation_heatmap", "ablation_exponent"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def test_the_ablation_builds_no_kernel_of_its_own(tmp_path):
+    config = load_tiny()
+    alone = {k: v for k, v in config.items() if k != "experiments"}
+    alone["experiments"] = {"tiny": config["experiments"]["tiny"]}
+    both = dict(alone, experiments={n: config["experiments"][n] for n in ("tiny", "tiny_ablation")})
+    plan_alone = planned_jobs(tmp_path, write_config(tmp_path, alone, "alone.yaml"))
+    plan_both = planned_jobs(tmp_path, write_config(tmp_path, both, "both.yaml"))
+    for rule in ("draw_student", "kernel", "eigh"):
+        assert plan_both[rule] == plan_alone[rule]
+    assert plan_both["curves"] > plan_alone["curves"]
+
+
+def test_model23_curves_and_near_quadratic_improvement(tiny_run):
+    workdir, _, config = tiny_run
+    out = workdir / "results" / "tiny_model23"
+    summary = pd.read_parquet(out / "summary.parquet")
+    # M_ST = 2 d with d = round(M_TE^1.5): 16, 54, 128.
+    assert summary.groupby("m_te")["m_st"].first().tolist() == [16, 54, 128]
+    assert summary["ratio_inf_best"].notna().all()
+    assert (out / "figures" / "fig2b.png").stat().st_size > 0
+
+
 def _variant(tiny_run, edit):
     workdir, _, config = tiny_run
     changed = copy.deepcopy(config)
@@ -105,7 +145,8 @@ def _variant(tiny_run, edit):
 
 def test_changing_the_time_grid_reruns_only_curves_tables_and_figures(tiny_run):
     exp = tiny_run[2]["experiments"]["tiny"]
-    n_curves = exp["replicates"] * len(exp["m_te"])
+    widths = {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
+    n_curves = exp["replicates"] * len(exp["m_te"]) * len(widths)
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["t"].update(num=80))
     assert plan == {"curves": n_curves, "aggregate": 1, "figures": 1, "validation": 1, "validation_figure": 1,
                     "all": 1}
@@ -113,13 +154,14 @@ def test_changing_the_time_grid_reruns_only_curves_tables_and_figures(tiny_run):
 
 def test_changing_a_plot_setting_reruns_only_figures(tiny_run):
     plan = _variant(tiny_run, lambda c: c["plot"].update(dpi=72))
-    assert plan == {"figures": 1, "validation_figure": 1, "all": 1}
+    assert plan == {"figures": 2, "ablation_figures": 1, "validation_figure": 1, "all": 1}
 
 
 def test_adding_a_teacher_size_reuses_every_kernel_and_eigendecomposition(tiny_run):
-    reps = tiny_run[2]["experiments"]["tiny"]["replicates"]
+    exp = tiny_run[2]["experiments"]["tiny"]
+    reps, widths = exp["replicates"], {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["m_te"].append(64))
-    assert plan == {"teacher": reps, "curves": reps, "aggregate": 1, "figures": 1, "validation": 1,
+    assert plan == {"teacher": reps, "curves": reps * len(widths), "aggregate": 1, "figures": 1, "validation": 1,
                     "validation_figure": 1, "all": 1}
 
 
@@ -131,5 +173,5 @@ def test_summary_command_prints_the_table_for_a_person(tiny_run):
     proc = subprocess.run([sys.executable, "-m", "rfw2s", "summary", str(workdir / "results" / "tiny")],
                           capture_output=True, text=True, check=True)
     for m_te in config["experiments"]["tiny"]["m_te"]:
-        assert f"\n{m_te} " in proc.stdout
+        assert f" {m_te} " in proc.stdout
     assert "fitted exponent" in proc.stdout and "ratio_best" in proc.stdout

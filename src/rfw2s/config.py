@@ -139,6 +139,13 @@ def spec_json(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def memory_bytes() -> int:
     """This machine's physical memory."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -180,8 +187,8 @@ def check(config: dict, backend: str = "numpy", memory: int | None = None) -> No
                 problems.append(f"{key}: student width {s.m_st} exceeds LAPACK's dense eigh limit on the CPU "
                                 f"(n <= {NUMPY_EIGH_MAX_N}); use a GPU (backend: cupy) or a smaller m_st")
             elif backend == "numpy" and need > memory:
-                problems.append(f"{key}: student {s.key} needs about {need / 2**30:.1f} GiB for its dense "
-                                f"eigendecomposition, more than the {memory / 2**30:.1f} GiB of this machine")
+                problems.append(f"{key}: student {s.key} needs about {format_bytes(need)} for its dense "
+                                f"eigendecomposition, more than the {format_bytes(memory)} of this machine")
         validation = exp.get("validation")
         if validation and m_te:
             if is_ablation(exp) or isinstance(exp["m_st"], dict):
