@@ -16,7 +16,8 @@ def _synthetic_losses(exponents, rng):
             L_ST = best * (1 + np.log(ts / ts[4]) ** 2)  # minimum at ts[4]
             for t, L in zip(ts, L_ST):
                 rows.append(dict(replicate=rep, m_te=m_te, m_st=256, d=4, t=t, L_TE=L_TE, L_ST=L, ratio=L / L_TE,
-                                 L_ST_inf=L / 2, ratio_inf=L / (2 * L_TE)))
+                                 L_ST_inf=L / 2, ratio_inf=L / (2 * L_TE), solver="eigh", steps=0,
+                                 achieved_tol=np.nan))
     return pd.DataFrame(rows).sample(frac=1.0, random_state=rng.integers(1 << 31))
 
 

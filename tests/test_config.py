@@ -34,7 +34,10 @@ BAD_CONFIGS = {
     "model parameter out of range": (_set(EXP + ("d",), 1), "d"),
     "model 2.3 exponent out of range": (_set(M23 + ("dim_exponent",), -1.0), "dim_exponent"),
     "model 2.3 unknown target": (_set(M23 + ("target",), "last"), "target"),
-    "student beyond LAPACK's eigh": (_set(EXP + ("m_st",), 40000), "LAPACK"),
+    "student beyond LAPACK's eigh": (lambda c: (c.update(solver="eigh"), _set(EXP + ("m_st",), 40000)(c)),
+                                     "LAPACK"),
+    "unknown solver": (_set(("solver",), "cholesky"), "solver"),
+    "lanczos tolerance not positive": (_set(("lanczos",), {"tol": 0.0}), "tol"),
     "validation on an ablation": (_set(EXP + ("m_st",), [256, 1024]), "validation: needs a single integer m_st"),
     "m_st rule without factor": (_set(M23 + ("m_st",), {"d_power": 2}), "m_st"),
     "unknown top-level key": (_set(("colour",), "red"), "colour"),
@@ -59,7 +62,8 @@ def test_bad_config_stops_before_any_job(tmp_path, case):
     edit, key = BAD_CONFIGS[case]
     config = copy.deepcopy(load_tiny())
     edit(config)
-    proc = snakemake(tmp_path, write_config(tmp_path, config), check=False)
+    # A dry run: should a case ever be valid, it fails here instead of computing.
+    proc = snakemake(tmp_path, write_config(tmp_path, config), "--dry-run", check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert key in output, output[-2000:]
@@ -79,7 +83,12 @@ def test_cupy_backend_without_gpu_stops_with_a_clear_message(tmp_path):
 
 def test_a_student_too_large_for_memory_is_refused_with_the_size_it_needs():
     config = load_tiny()
-    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.1 MiB .* more than the 1.0 MiB"):
+    # Lanczos: too little memory even to store the kernel, so matrix-free; still too much.
+    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 60.2 MiB \(matrix_free\), "
+                                          r"more than the 1.0 MiB of this machine"):
+        check(config, backend="numpy", memory=1 << 20)
+    config["solver"] = "eigh"  # dense eigh: 5 matrices of 1024^2 doubles, plus the features
+    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.1 MiB \(eigh\)"):
         check(config, backend="numpy", memory=1 << 20)
     check(config, backend="numpy", memory=1 << 34)  # fits: no error
 

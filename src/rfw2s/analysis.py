@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-LOSS_COLUMNS = ["replicate", "m_te", "m_st", "d", "t", "L_TE", "L_ST", "ratio", "L_ST_inf", "ratio_inf"]
+LOSS_COLUMNS = ["replicate", "m_te", "m_st", "d", "t", "L_TE", "L_ST", "ratio", "L_ST_inf", "ratio_inf",
+                "solver", "steps", "achieved_tol"]
 SUMMARY_COLUMNS = ["replicate", "m_te", "m_st", "L_TE", "L_ST_min", "t_best", "ratio_best",
                    "L_ST_inf_min", "t_inf_best", "ratio_inf_best"]
 FIT_COLUMNS = ["m_st", "width", "scope", "replicate", "exponent", "exponent_se", "intercept", "n_points"]

@@ -101,35 +101,47 @@ def cmd_teacher(a):
     artifacts.save_npz(a.out, features=U, coef=fit.coef, loss=np.float64(fit.loss), rank=np.int64(fit.rank))
 
 
+def _solve_options(a) -> dict:
+    """Solver and operator arguments -> keyword arguments of :func:`rfw2s.curves.exact_curves`."""
+    options = {"solver": a.solver, "tol": a.tol, "max_steps": a.max_steps}
+    if a.eigvals:
+        options["spectrum"] = (artifacts.load_npy(a.eigvals), artifacts.load_npy(a.eigvecs))
+    elif a.gram:
+        options["gram"] = artifacts.load_npy(a.gram)
+    return options
+
+
 def cmd_curves(a):
+    from .curves import exact_curves
+
     model, be = _model(a.model), _backend(a.backend)
     ts = time_grid({"min": a.t_min, "max": a.t_max, "num": a.t_num})
-    teacher = artifacts.load_npz(a.teacher)
+    teachers = [artifacts.load_npz(p) for p in a.teachers]
     W = artifacts.load_npy(a.student, mmap=False)
-    with step("load eigendecomposition", be):
-        lam = be.asarray(artifacts.load_npy(a.eigvals))
-        V = be.asarray(artifacts.load_npy(a.eigvecs))
-    with step(f"student curve over {ts.size} times", be):
-        Wx = be.asarray(W)
-        c = model.gram(Wx, be.asarray(teacher["features"])) @ be.asarray(teacher["coef"])  # E[phi_j f_TE]
-        L_ST = backends.to_numpy(solve.losses_from_spectrum(
-            lam, V, c, model.target_moments(Wx), model.target_norm2, be.asarray(ts)))
-    L_inf, truncation = np.full_like(ts, np.nan), {}
-    if hasattr(model, "infinite_width"):
-        with step("infinite-width curve"):
+    options = _solve_options(a)
+    with step(f"{a.solver} curves: M_ST={W.shape[0]}, {len(teachers)} teachers, {ts.size} times", be):
+        result = exact_curves(model, W, [(t["features"], t["coef"]) for t in teachers], ts, backend=be, **options)
+    log.info("solver %s: %d Lanczos steps, achieved tolerance %.2e%s", result.solver, result.steps,
+             result.achieved_tol, "" if result.converged else f" (NOT the requested {a.tol:.0e})")
+    frames = []
+    for teacher, L_ST in zip(teachers, result.losses):
+        L_inf = np.full_like(ts, np.nan)
+        if hasattr(model, "infinite_width"):
             curve = model.infinite_width(teacher["features"], teacher["coef"], ts)
-        L_inf = curve.losses
-        truncation = {"degree": curve.degree, "max_relative_bound": float(np.max(curve.error_bound / L_inf))}
-        log.info("infinite width: Gegenbauer degree %d, truncation error <= %.1e relative",
-                 curve.degree, truncation["max_relative_bound"])
-    L_TE = float(teacher["loss"])
-    df = pd.DataFrame({"replicate": a.replicate, "m_te": int(teacher["coef"].size), "m_st": W.shape[0],
-                       "d": W.shape[1], "t": ts, "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE,
-                       "L_ST_inf": L_inf, "ratio_inf": L_inf / L_TE})
-    best = int(np.argmin(L_ST))
-    log.info("best ratio %.4f at t = %.4g", df["ratio"].iloc[best], ts[best])
-    artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS],
-                           _metadata(be, t=[a.t_min, a.t_max, a.t_num], infinite_width=truncation))
+            L_inf = curve.losses
+            if curve.degree is not None:
+                log.info("M_TE=%d infinite width: Gegenbauer degree %d, truncation error <= %.1e relative",
+                         teacher["coef"].size, curve.degree, float(np.max(curve.error_bound / L_inf)))
+        L_TE = float(teacher["loss"])
+        frames.append(pd.DataFrame({
+            "replicate": a.replicate, "m_te": int(teacher["coef"].size), "m_st": W.shape[0], "d": W.shape[1],
+            "t": ts, "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE, "L_ST_inf": L_inf, "ratio_inf": L_inf / L_TE,
+            "solver": result.solver, "steps": result.steps, "achieved_tol": result.achieved_tol}))
+        best = int(np.argmin(L_ST))
+        log.info("M_TE=%d: best ratio %.4f at t = %.4g", teacher["coef"].size, L_ST[best] / L_TE, ts[best])
+    df = pd.concat(frames, ignore_index=True)
+    artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS], _metadata(be, t=[a.t_min, a.t_max, a.t_num],
+                                                                       solver=vars(a).get("solver")))
 
 
 def cmd_aggregate(a):
@@ -174,9 +186,8 @@ def cmd_validate(a):
             teachers[int(t["coef"].size)] = (t["features"], t["coef"], float(t["loss"]))
     convergence = validation.convergence_table(pd.concat([pd.read_parquet(p) for p in a.convergence]))
     with step("sampled-data training", be):
-        spectrum = (artifacts.load_npy(a.eigvals), artifacts.load_npy(a.eigvecs))
-        curves = validation.sampled_comparison(model, artifacts.load_npy(a.student, mmap=False), spectrum,
-                                               teachers, settings["sampled"], a.seed, backend=be)
+        curves = validation.sampled_comparison(model, artifacts.load_npy(a.student, mmap=False), teachers,
+                                               settings["sampled"], a.seed, backend=be, **_solve_options(a))
     table = validation.disagreements(losses, curves)
     meta = _metadata(be, settings=settings)
     artifacts.save_parquet(a.out_table, table, meta)
@@ -248,10 +259,22 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument(opt, type=int, required=True)
     s.add_argument("--out", required=True)
 
-    s = add("curves", cmd_curves, "exact finite-width student loss curve for one teacher")
+    def solve_options(s):
+        s.add_argument("--solver", choices=("lanczos", "eigh"), default="lanczos")
+        s.add_argument("--tol", type=float, default=1e-10, help="Lanczos: relative change to stop at")
+        s.add_argument("--max-steps", type=int, default=400, help="Lanczos: step budget")
+        how = s.add_mutually_exclusive_group(required=True)
+        how.add_argument("--eigvals", help="cached eigenvalues (with --eigvecs): solver eigh")
+        how.add_argument("--gram", help="cached kernel matrix: Lanczos on the stored matrix")
+        how.add_argument("--matrix-free", action="store_true", help="Lanczos on kernel tiles built on the fly")
+        s.add_argument("--eigvecs")
+
+    s = add("curves", cmd_curves, "exact finite-width loss curves of every teacher of one student draw")
     model_and_backend(s)
-    for opt in ("--student", "--eigvals", "--eigvecs", "--teacher", "--out"):
+    for opt in ("--student", "--out"):
         s.add_argument(opt, required=True)
+    s.add_argument("--teachers", nargs="+", required=True)
+    solve_options(s)
     s.add_argument("--replicate", type=int, required=True)
     s.add_argument("--t-min", type=float, required=True)
     s.add_argument("--t-max", type=float, required=True)
@@ -281,8 +304,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--losses", required=True)
     s.add_argument("--teachers", nargs="+", required=True)
     s.add_argument("--convergence", nargs="+", required=True, help="curve tables at the convergence widths")
-    for opt in ("--student", "--eigvals", "--eigvecs"):
-        s.add_argument(opt, required=True, help="replicate 0's sampled-data student and its spectrum")
+    s.add_argument("--student", required=True, help="replicate 0's sampled-data student")
+    solve_options(s)
     for opt in ("--out-table", "--out-curves", "--out-convergence"):
         s.add_argument(opt, required=True)
 

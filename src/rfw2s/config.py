@@ -135,6 +135,53 @@ def plan(experiment: dict) -> list[Curve]:
     return curves
 
 
+def student_groups(experiment: dict, widths=None) -> dict[str, tuple[Student, list[int]]]:
+    """Students of an experiment (or of its teachers at other ``widths``) with the teacher
+    sizes that train each: one curve job per student draw serves all of them."""
+    pairs = [(c.m_te, c.m_st) for c in plan(experiment)] if widths is None else [
+        (m_te, m_st) for m_st in widths for m_te in experiment["m_te"]]
+    groups: dict[str, tuple[Student, list[int]]] = {}
+    for m_te, m_st in pairs:
+        s = student(experiment, m_te, m_st)
+        groups.setdefault(s.key, (s, []))[1].append(int(m_te))
+    return groups
+
+
+SOLVER_DEFAULTS = {"solver": "lanczos", "lanczos": {"tol": 1e-10, "max_steps": 400}, "matrix_free": "auto"}
+
+
+def solver_settings(config: dict) -> dict:
+    settings = {k: config.get(k, v) for k, v in SOLVER_DEFAULTS.items()}
+    settings["lanczos"] = {**SOLVER_DEFAULTS["lanczos"], **settings["lanczos"]}
+    return settings
+
+
+def operator(s: Student, settings: dict, memory: int) -> str:
+    """How the curve job reaches ``H``: ``eigh`` (cached eigendecomposition), ``dense``
+    (cached kernel, Lanczos) or ``matrix_free`` (Lanczos on tiles; chosen automatically
+    when the kernel would take more than half of ``memory``)."""
+    if settings["solver"] == "eigh":
+        return "eigh"
+    choice = settings["matrix_free"]
+    if choice == "always" or (choice == "auto" and 8 * s.m_st**2 > memory / 2):
+        return "matrix_free"
+    return "dense"
+
+
+def memory_needed(s: Student, how: str, n_teachers: int, settings: dict) -> int:
+    """Peak bytes of the heaviest job of this student (estimate, float64)."""
+    M = s.m_st
+    features = 8 * M * s.spec.get("d", 0)
+    krylov = 8 * settings["lanczos"]["max_steps"] * M * 3 * n_teachers
+    if how == "eigh":
+        return DENSE_EIGH_MATRICES * 8 * M**2 + features
+    if how == "dense":
+        return 8 * M**2 + krylov + features
+    from .curves import TILE_ROWS
+
+    return 8 * min(M, TILE_ROWS) * M * 4 + krylov + features  # a tile and its temporaries
+
+
 def spec_json(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
@@ -146,8 +193,12 @@ def format_bytes(n: float) -> str:
         n /= 1024
 
 
-def memory_bytes() -> int:
-    """This machine's physical memory."""
+def memory_bytes(backend: str = "numpy") -> int:
+    """Memory the solvers may use: the GPU's on ``cupy``, else this machine's."""
+    if backend == "cupy":
+        import cupy
+
+        return int(cupy.cuda.Device().mem_info[1])
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
@@ -162,7 +213,9 @@ def check(config: dict, backend: str = "numpy", memory: int | None = None) -> No
     experiments = config.get("experiments") or {}
     if not experiments:
         problems.append("experiments: at least one experiment is required")
-    memory = memory_bytes() if memory is None else memory
+    memory = memory_bytes(backend) if memory is None else memory
+    settings = solver_settings(config)
+    where = "GPU" if backend == "cupy" else "machine"
     for name, exp in experiments.items():
         key = f"experiments.{name}"
         m_te = exp.get("m_te") or []
@@ -181,14 +234,15 @@ def check(config: dict, backend: str = "numpy", memory: int | None = None) -> No
             widths = sorted({c.m_st for c in curves})
             problems.append(f"{key}.m_te: every teacher size must be smaller than m_st = "
                             f"{widths[0] if len(widths) == 1 else widths}; got {too_big}")
-        for s in {c.student.key: c.student for c in curves}.values():
-            need = DENSE_EIGH_MATRICES * 8 * s.m_st**2 + 8 * s.m_st * s.spec.get("d", 0)
-            if backend == "numpy" and s.m_st > NUMPY_EIGH_MAX_N:
+        for s, teachers in student_groups(exp).values():
+            how = operator(s, settings, memory)
+            need = memory_needed(s, how, len(teachers), settings)
+            if how == "eigh" and backend == "numpy" and s.m_st > NUMPY_EIGH_MAX_N:
                 problems.append(f"{key}: student width {s.m_st} exceeds LAPACK's dense eigh limit on the CPU "
-                                f"(n <= {NUMPY_EIGH_MAX_N}); use a GPU (backend: cupy) or a smaller m_st")
-            elif backend == "numpy" and need > memory:
-                problems.append(f"{key}: student {s.key} needs about {format_bytes(need)} for its dense "
-                                f"eigendecomposition, more than the {format_bytes(memory)} of this machine")
+                                f"(n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st")
+            elif need > memory:
+                problems.append(f"{key}: student {s.key} needs about {format_bytes(need)} ({how}), more than "
+                                f"the {format_bytes(memory)} of this {where}")
         validation = exp.get("validation")
         if validation and m_te:
             if is_ablation(exp) or isinstance(exp["m_st"], dict):

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .backend import resolve, to_numpy
+from .backend import resolve
+from .curves import exact_curves
 from .sample import largest_stable_step, train_students
-from .solve import losses_from_spectrum
 
 CURVE_COLUMNS = ["method", "m_st", "m_te", "replicate", "t", "L_ST", "se", "L_TE"]
 CONVERGENCE_COLUMNS = ["m_st", "m_te", "replicate", "ratio_best", "t_best"]
@@ -38,12 +38,12 @@ def convergence_table(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True).sort_values(["m_te", "replicate", "m_st"], ignore_index=True)
 
 
-def sampled_comparison(model, W, spectrum, teachers, sampled: dict, seed, replicate=0,
-                       backend="numpy") -> pd.DataFrame:
+def sampled_comparison(model, W, teachers, sampled: dict, seed, replicate=0, backend="numpy",
+                       **solve_options) -> pd.DataFrame:
     """Sampled-data training of student ``W`` against both exact curves.
 
-    ``spectrum`` is ``(lam, V)`` of ``gram(W, W) / M`` (the cached eigendecomposition);
-    ``teachers`` maps ``m_te -> (U, coef, L_TE)``; ``sampled`` holds ``runs, batch, t_max,
+    ``solve_options`` go to :func:`rfw2s.curves.exact_curves` (solver, and the cached
+    spectrum or kernel); ``teachers`` maps ``m_te -> (U, coef, L_TE)``; ``sampled`` holds ``runs, batch, t_max,
     points`` and optionally ``step_fraction``. Returns rows of :data:`CURVE_COLUMNS`: the
     sampled points, and the exact curves on a dense grid that contains the sampled times.
     """
@@ -58,11 +58,7 @@ def sampled_comparison(model, W, spectrum, teachers, sampled: dict, seed, replic
     measured = train_students(model, W, pairs, ts, **options)
     achieved = measured[0].ts
     dense = np.union1d(np.geomspace(sampled["t_max"] / 300.0, 3.0 * sampled["t_max"], 60), achieved)
-    Wx = be.asarray(W)
-    lam, V = (be.asarray(a) for a in spectrum)
-    C = be.xp.stack([model.gram(Wx, be.asarray(U)) @ be.asarray(coef) for U, coef in pairs], axis=1)
-    finite = to_numpy(losses_from_spectrum(lam, V, C, model.target_moments(Wx), model.target_norm2,
-                                           be.asarray(dense)))
+    finite = exact_curves(model, W, pairs, dense, backend=be, **solve_options).losses
     rows = []
     for i, m in enumerate(sizes):
         U, coef, L_TE = teachers[m]

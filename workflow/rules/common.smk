@@ -19,7 +19,7 @@ os.environ.update(PYTHONPATH=SRC)
 import rfw2s.config  # noqa: E402
 import rfw2s.models  # noqa: E402
 from rfw2s.backend import BackendError, resolve  # noqa: E402
-from rfw2s.solve import SOLVER_VERSION  # noqa: E402
+from rfw2s.solve import EIGH_VERSION, SOLVER_VERSION  # noqa: E402
 
 # Models defined outside the package (config key model_plugins) register on import,
 # here and, through the environment, in every job.
@@ -43,14 +43,19 @@ rfw2s.config.check(config, backend=BACKEND)
 EXPERIMENTS = config["experiments"]
 RESULTS = "results/{experiment}"
 CACHE = "results/cache/{student}"
-PLANS = {name: rfw2s.config.plan(exp) for name, exp in EXPERIMENTS.items()}
-STUDENTS = {c.student.key: c.student for curves in PLANS.values() for c in curves}
-for _name, _exp in EXPERIMENTS.items():  # validation students join the shared cache
-    if "validation" in _exp:
-        for _m_st in _exp["validation"]["convergence_m_st"] + [_exp["validation"]["sampled"]["m_st"]]:
-            for _m_te in _exp["m_te"]:
-                _s = rfw2s.config.student(_exp, _m_te, _m_st)
-                STUDENTS[_s.key] = _s
+SOLVER = rfw2s.config.solver_settings(config)
+MEMORY = rfw2s.config.memory_bytes(BACKEND)
+# (experiment, student key) -> (student, teacher sizes it serves); one curve job each.
+GROUPS = {}
+for _name, _exp in EXPERIMENTS.items():
+    _widths = [None]
+    if "validation" in _exp:  # the convergence panel's widths join the shared cache
+        _widths.append(_exp["validation"]["convergence_m_st"] + [_exp["validation"]["sampled"]["m_st"]])
+    for _w in _widths:
+        for _key, _group in rfw2s.config.student_groups(_exp, _w).items():
+            GROUPS[(_name, _key)] = _group
+STUDENTS = {key: group[0] for (_, key), group in GROUPS.items()}
+OPERATOR = {key: rfw2s.config.operator(s, SOLVER, MEMORY) for key, s in STUDENTS.items()}
 ABLATIONS = [n for n, e in EXPERIMENTS.items() if rfw2s.config.is_ablation(e)]
 SINGLE_WIDTH = [n for n in EXPERIMENTS if n not in ABLATIONS]
 
@@ -85,27 +90,37 @@ def validation_model_json(wc):
     return rfw2s.config.spec_json(rfw2s.config.model_spec(exp, exp["m_te"][0]))
 
 
-def cached(name):
-    """Input function: a cached artifact of the student behind a curve job."""
+def operator_inputs(key, replicate):
+    """The cached artifacts a solve on student ``key`` reads (draw, and kernel or spectrum)."""
+    base = f"results/cache/{key}"
+    inputs = {"student": f"{base}/draw_r{replicate}.npy"}
+    if OPERATOR[key] == "eigh":
+        inputs.update(eigvals=f"{base}/eigvals_r{replicate}.npy", eigvecs=f"{base}/eigvecs_r{replicate}.npy")
+    elif OPERATOR[key] == "dense":
+        inputs["gram"] = f"{base}/gram_r{replicate}.npy"
+    return inputs
 
-    def path(wc):
-        s = rfw2s.config.student(EXPERIMENTS[wc.experiment], int(wc.m_te), int(wc.m_st))
-        return f"results/cache/{s.key}/{name}_r{wc.replicate}.npy"
 
-    return path
+def operator_args(key, input):
+    how = OPERATOR[key]
+    if how == "eigh":
+        return f"--eigvals {input.eigvals} --eigvecs {input.eigvecs}"
+    return f"--gram {input.gram}" if how == "dense" else "--matrix-free"
+
+
+def curve_inputs(wc):
+    _, teachers = GROUPS[(wc.experiment, wc.student)]
+    inputs = operator_inputs(wc.student, wc.replicate)
+    inputs["teachers"] = [f"results/{wc.experiment}/teachers/m{m}_r{wc.replicate}.npz" for m in teachers]
+    return inputs
 
 
 def curve_files(experiment, widths=None):
-    """The curve tables of an experiment's plan, or of its teachers at other ``widths``."""
+    """Curve tables (one per student draw) of an experiment's plan, or of its teachers at
+    other student ``widths``."""
     exp = EXPERIMENTS[experiment]
-    pairs = [(c.m_te, c.m_st) for c in PLANS[experiment]] if widths is None else [
-        (m_te, m_st) for m_st in widths for m_te in exp["m_te"]
-    ]
-    return [
-        f"results/{experiment}/curves/m{m_te}_s{m_st}_r{r}.parquet"
-        for m_te, m_st in pairs
-        for r in range(exp["replicates"])
-    ]
+    keys = rfw2s.config.student_groups(exp, widths)
+    return [f"results/{experiment}/curves/{key}_r{r}.parquet" for key in keys for r in range(exp["replicates"])]
 
 
 def teacher_files(experiment):

@@ -1,5 +1,6 @@
-# Teacher fits per (M_TE, replicate), then the exact student loss curve of each
-# (M_TE, M_ST, replicate) from the cached eigendecomposition of its student.
+# Teacher fits per (M_TE, replicate), then one curve job per student draw: the exact loss
+# curves of every teacher it serves, in lockstep, by the configured solver (Lanczos on the
+# cached or tiled kernel, or the cached eigendecomposition).
 
 
 rule teacher:
@@ -23,26 +24,28 @@ rule teacher:
 
 rule curves:
     input:
-        student=cached("draw"),
-        eigvals=cached("eigvals"),
-        eigvecs=cached("eigvecs"),
-        teacher=rules.teacher.output,
+        unpack(curve_inputs),
     output:
-        f"{RESULTS}/curves/m{{m_te}}_s{{m_st}}_r{{replicate}}.parquet",
+        f"{RESULTS}/curves/{{student}}_r{{replicate}}.parquet",
     params:
-        model=teacher_model_json,
+        model=student_model_json,
         t=experiment_value("t"),
         backend=config["backend"],
-        solver=SOLVER_VERSION,
+        solver=SOLVER,
+        version=SOLVER_VERSION,
+        operator=lambda wc, input: operator_args(wc.student, input),
+    resources:
+        gpu=1,
     log:
-        f"{RESULTS}/logs/curves/m{{m_te}}_s{{m_st}}_r{{replicate}}.log",
+        f"{RESULTS}/logs/curves/{{student}}_r{{replicate}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/curves/m{{m_te}}_s{{m_st}}_r{{replicate}}.tsv"
+        f"{RESULTS}/benchmarks/curves/{{student}}_r{{replicate}}.tsv"
     conda:
         "../../envs/rfw2s.yaml"
     shell:
-        "python -m rfw2s curves --model {params.model:q} --backend {params.backend}"
-        " --student {input.student} --eigvals {input.eigvals} --eigvecs {input.eigvecs}"
-        " --teacher {input.teacher} --replicate {wildcards.replicate}"
+        "python -m rfw2s --blas-threads all curves --model {params.model:q} --backend {params.backend}"
+        " --student {input.student} {params.operator} --teachers {input.teachers}"
+        " --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
+        " --max-steps {params.solver[lanczos][max_steps]} --replicate {wildcards.replicate}"
         " --t-min {params.t[min]} --t-max {params.t[max]} --t-num {params.t[num]}"
         " --out {output} > {log} 2>&1"

@@ -51,7 +51,7 @@ rule eigh:
         eigvecs=f"{CACHE}/eigvecs_r{{replicate}}.npy",
     params:
         backend=config["backend"],
-        solver=SOLVER_VERSION,
+        solver=EIGH_VERSION,
     resources:
         gpu=1,
     log:

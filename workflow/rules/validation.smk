@@ -4,27 +4,24 @@
 # depends on it, and the figure rules are scheduled before it (priority).
 
 
-def sampled_student(name):
-    """Input function: a cached artifact of replicate 0's sampled-data student."""
+def sampled_student(wc):
+    exp = EXPERIMENTS[wc.experiment]
+    return rfw2s.config.student(exp, exp["m_te"][0], exp["validation"]["sampled"]["m_st"]).key
 
-    def path(wc):
-        exp = EXPERIMENTS[wc.experiment]
-        s = rfw2s.config.student(exp, exp["m_te"][0], exp["validation"]["sampled"]["m_st"])
-        return f"results/cache/{s.key}/{name}_r0.npy"
 
-    return path
+def validation_inputs(wc):
+    inputs = operator_inputs(sampled_student(wc), 0)
+    inputs.update(
+        losses=f"results/{wc.experiment}/losses.parquet",
+        teachers=teacher_files(wc.experiment),
+        convergence=curve_files(wc.experiment, EXPERIMENTS[wc.experiment]["validation"]["convergence_m_st"]),
+    )
+    return inputs
 
 
 rule validation:
     input:
-        losses=rules.aggregate.output.losses,
-        teachers=lambda wc: teacher_files(wc.experiment),
-        convergence=lambda wc: curve_files(
-            wc.experiment, EXPERIMENTS[wc.experiment]["validation"]["convergence_m_st"]
-        ),
-        student=sampled_student("draw"),
-        eigvals=sampled_student("eigvals"),
-        eigvecs=sampled_student("eigvecs"),
+        unpack(validation_inputs),
     output:
         table=f"{RESULTS}/validation.parquet",
         curves=f"{RESULTS}/validation_curves.parquet",
@@ -34,7 +31,9 @@ rule validation:
         seed=experiment_value("seed"),
         settings=lambda wc: json.dumps(EXPERIMENTS[wc.experiment]["validation"], sort_keys=True),
         backend=config["backend"],
-        solver=SOLVER_VERSION,
+        solver=SOLVER,
+        version=SOLVER_VERSION,
+        operator=lambda wc, input: operator_args(sampled_student(wc), input),
     resources:
         gpu=1,
     priority: 0
@@ -48,7 +47,8 @@ rule validation:
         "python -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
         " --teachers {input.teachers} --convergence {input.convergence} --student {input.student}"
-        " --eigvals {input.eigvals} --eigvecs {input.eigvecs}"
+        " {params.operator} --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
+        " --max-steps {params.solver[lanczos][max_steps]}"
         " --out-table {output.table} --out-curves {output.curves}"
         " --out-convergence {output.convergence} > {log} 2>&1"
 

@@ -1,0 +1,68 @@
+"""Exact finite-width loss curves of every teacher of one student draw, by either exact
+solver: the dense eigendecomposition (:mod:`rfw2s.solve`) or Lanczos quadrature
+(:mod:`rfw2s.krylov`) on a stored kernel or on kernel tiles built on the fly."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import Backend, array_namespace, resolve, to_numpy
+from .krylov import lanczos_curves
+from .solve import losses_from_spectrum, student_spectrum
+
+SOLVERS = ("lanczos", "eigh")
+# Rows of H built per tile in matrix-free mode: bounds the temporaries to TILE_ROWS x M.
+TILE_ROWS = 2048
+
+
+@dataclass(frozen=True)
+class Curves:
+    losses: np.ndarray  # (n_teachers, len(ts))
+    solver: str  # "eigh", "lanczos" or "lanczos-matrix-free"
+    steps: int  # Lanczos steps (0 for eigh)
+    achieved_tol: float  # Lanczos: max relative change over the last check (NaN for eigh)
+    converged: bool
+
+
+def dense_matvec(G, M: int):
+    """``X -> H @ X`` for a stored kernel ``G`` (``H = G / M``)."""
+    return lambda X: (G @ X) / M
+
+
+def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
+    """``X -> H @ X`` with ``H`` built tile by tile from the features, never stored."""
+    xp = array_namespace(W)
+
+    def matvec(X):
+        return xp.concatenate([model.gram(W[s:s + tile_rows], W) @ X for s in range(0, M, tile_rows)]) / M
+
+    return matvec
+
+
+def exact_curves(model, W, teachers, ts, *, solver: str = "lanczos", backend="numpy", spectrum=None,
+                 gram=None, tol: float = 1e-10, max_steps: int = 400) -> Curves:
+    """Loss curves ``L_ST(t)`` of the student ``W`` trained on each teacher ``(U, coef)``.
+
+    ``solver="eigh"`` uses ``spectrum = (lam, V)`` of ``H`` if given (else computes it);
+    ``solver="lanczos"`` uses the stored kernel ``gram`` if given, else builds ``H`` tile by
+    tile (matrix-free).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}")
+    be = backend if isinstance(backend, Backend) else resolve(backend)
+    M = W.shape[0]
+    Wx = be.asarray(W)
+    C = be.xp.stack([model.gram(Wx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)
+    m = model.target_moments(Wx)
+    F = model.target_norm2
+    with be.linalg_guard():
+        if solver == "eigh":
+            lam, V = (be.asarray(a) for a in spectrum) if spectrum is not None else student_spectrum(model, Wx,
+                                                                                                    backend=be)
+            losses = to_numpy(losses_from_spectrum(lam, V, C, m, F, be.asarray(np.asarray(ts, float))))
+            return Curves(losses, "eigh", 0, float("nan"), True)
+        matvec = dense_matvec(be.asarray(gram), M) if gram is not None else tiled_matvec(model, Wx, M)
+        result = lanczos_curves(matvec, M, C, m, F, ts, tol=tol, max_steps=max_steps)
+    name = "lanczos" if gram is not None else "lanczos-matrix-free"
+    return Curves(result.losses, name, result.steps, result.achieved_tol, result.converged)
