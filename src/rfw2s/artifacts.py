@@ -5,6 +5,7 @@ its final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -42,8 +43,45 @@ def _umask() -> int:
     return mask
 
 
-def save_npy(path, array) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+class DamagedArtifact(RuntimeError):
+    """A cached matrix does not match its sidecar record."""
+
+
+def sidecar_path(path) -> Path:
+    return Path(f"{path}.meta.json")
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_sidecar(npy_tmp, path, array_like, params) -> Path:
+    record = {"file": Path(path).name, "shape": list(array_like.shape), "dtype": str(array_like.dtype),
+              "sha256": _sha256(npy_tmp), "params": params or {}}
+    side_tmp = Path(f"{npy_tmp}.meta")
+    side_tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+    return side_tmp
+
+
+@contextlib.contextmanager
+def npy_with_sidecar(path, params=None):
+    """Yield a temporary ``.npy`` path; on success record its shape, dtype and checksum in
+    ``<path>.meta.json`` and move both into place (the matrix first: a crash in between
+    leaves a matrix whose record disagrees, which :func:`load_npy` refuses)."""
+    with atomic_path(path) as tmp:
+        yield tmp
+        array = np.load(tmp, mmap_mode="r", allow_pickle=False)
+        side_tmp = _write_sidecar(tmp, path, array, params)
+        del array
+    os.replace(side_tmp, sidecar_path(path))
+
+
+def save_npy(path, array, params=None) -> None:
+    with npy_with_sidecar(path, params) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.asarray(array), allow_pickle=False)
 
 
@@ -53,7 +91,25 @@ def open_npy_for_writing(tmp_path, shape, dtype=np.float64):
 
 
 def load_npy(path, mmap: bool = True) -> np.ndarray:
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    """Load a cached matrix after checking it against its sidecar (shape, dtype, checksum)."""
+    path = Path(path)
+    how_to_fix = f"delete it (rm {path}) and run snakemake again to rebuild it"
+    try:
+        record = json.loads(sidecar_path(path).read_text())
+    except FileNotFoundError:
+        raise DamagedArtifact(f"{path} has no record {sidecar_path(path).name}: it was not written by a "
+                              f"finished rfw2s job; {how_to_fix}") from None
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DamagedArtifact(f"{path} cannot be read ({exc}); {how_to_fix}") from None
+    if list(array.shape) != record["shape"] or str(array.dtype) != record["dtype"]:
+        raise DamagedArtifact(f"{path} holds {array.dtype}{list(array.shape)} but its record says "
+                              f"{record['dtype']}{record['shape']}; {how_to_fix}")
+    if _sha256(path) != record["sha256"]:
+        raise DamagedArtifact(f"{path} does not match its recorded checksum (damaged, or replaced by "
+                              f"another file); {how_to_fix}")
+    return array if mmap else np.array(array)
 
 
 def save_npz(path, **arrays) -> None:

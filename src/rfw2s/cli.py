@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis, artifacts, backend as backends, seeding, solve
+from . import analysis, artifacts, backend as backends, resources, seeding, solve
+from .config import DENSE_EIGH_MATRICES
+from .curves import TILE_ROWS
 from .config import time_grid
 from .models import make_model
 
@@ -58,7 +60,8 @@ def cmd_draw(a):
     model = _model(a.model)
     with step(f"draw {a.role} M={a.size} replicate={a.replicate}"):
         U = model.sample_features(seeding.seed_sequence(a.seed, a.role, a.size, a.replicate), a.size)
-        artifacts.save_npy(a.out, U)
+        artifacts.save_npy(a.out, U, {"model": json.loads(a.model), "role": a.role, "seed": a.seed,
+                                      "size": a.size, "replicate": a.replicate})
 
 
 def cmd_kernel(a):
@@ -66,8 +69,10 @@ def cmd_kernel(a):
     W = artifacts.load_npy(a.draw, mmap=False)
     M = W.shape[0]
     log.info("kernel: M_ST=%d, d=%d, %.2f GiB", M, W.shape[1], M * M * 8 / 2**30)
+    resources.ensure_disk(a.out, 8 * M * M + 128, f"the {M} x {M} kernel matrix")
+    resources.ensure_memory(8 * min(M, BLOCK_ROWS) * M * 4, be.name, "a kernel block")
     Wx = be.asarray(W)
-    with step("kernel", be), artifacts.atomic_path(a.out) as tmp:
+    with step("kernel", be), artifacts.npy_with_sidecar(a.out, {"model": json.loads(a.model), "draw": a.draw}) as tmp:
         G = artifacts.open_npy_for_writing(tmp, (M, M))
         for start in range(0, M, BLOCK_ROWS):
             G[start:start + BLOCK_ROWS] = backends.to_numpy(model.gram(Wx[start:start + BLOCK_ROWS], Wx))
@@ -78,15 +83,19 @@ def cmd_kernel(a):
 def cmd_eigh(a):
     be = _backend(a.backend)
     G = artifacts.load_npy(a.gram)
-    log.info("eigh: %d x %d on %s", G.shape[0], G.shape[1], be.device)
+    M = G.shape[0]
+    log.info("eigh: %d x %d on %s", M, M, be.device)
+    resources.ensure_disk(a.out_eigvecs, 8 * M * M + 8 * M + 256, f"the {M} x {M} eigenvectors")
+    resources.ensure_memory(DENSE_EIGH_MATRICES * 8 * M * M, be.name, f"dense eigh of a {M} x {M} matrix")
     with step("load kernel", be):
         Gx = be.asarray(G)
     with step("eigh", be):
         lam, V = solve.spectrum_of_gram(Gx, be)
     del Gx
     with step("write eigendecomposition"):
-        artifacts.save_npy(a.out_eigvals, backends.to_numpy(lam))
-        artifacts.save_npy(a.out_eigvecs, backends.to_numpy(V))
+        record = {"of": "H = G / M", "gram": a.gram, "backend": be.name}
+        artifacts.save_npy(a.out_eigvals, backends.to_numpy(lam), record)
+        artifacts.save_npy(a.out_eigvecs, backends.to_numpy(V), record)
     lam = backends.to_numpy(lam)
     log.info("eigenvalues of H = G/M: max %.4e, min %.4e, %d at or below cut-off",
              lam.max(), lam.min(), int((lam <= solve.relative_cutoff(lam, lam.size)).sum()))
@@ -118,6 +127,10 @@ def cmd_curves(a):
     ts = time_grid({"min": a.t_min, "max": a.t_max, "num": a.t_num})
     teachers = [artifacts.load_npz(p) for p in a.teachers]
     W = artifacts.load_npy(a.student, mmap=False)
+    M, lanes = W.shape[0], 3 * len(teachers)
+    krylov = 8 * a.max_steps * M * lanes if a.solver == "lanczos" else 0
+    kernel = 8 * M * M if (a.gram or a.eigvals) else 8 * min(M, TILE_ROWS) * M * 4
+    resources.ensure_memory(kernel + krylov, be.name, f"{a.solver} curves at M_ST = {M}")
     options = _solve_options(a)
     with step(f"{a.solver} curves: M_ST={W.shape[0]}, {len(teachers)} teachers, {ts.size} times", be):
         result = exact_curves(model, W, [(t["features"], t["coef"]) for t in teachers], ts, backend=be, **options)

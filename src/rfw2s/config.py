@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import models
+from .resources import format_bytes
 
 # Keys every experiment may have; all others are the model's own parameters.
-COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation")
+COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation", "gpu_only")
 
 # Peak memory of a dense float64 eigendecomposition, in units of one M x M matrix
 # (input copy, eigenvectors, LAPACK divide-and-conquer workspace): measured 4.9 for
@@ -186,13 +187,6 @@ def spec_json(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-
-
 def memory_bytes(backend: str = "numpy") -> int:
     """Memory the solvers may use: the GPU's on ``cupy``, else this machine's."""
     if backend == "cupy":
@@ -200,6 +194,17 @@ def memory_bytes(backend: str = "numpy") -> int:
 
         return int(cupy.cuda.Device().mem_info[1])
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def drop_gpu_only(config: dict, backend: str) -> list[str]:
+    """Remove experiments marked ``gpu_only`` when no GPU is usable (unless the config
+    asks to run them anyway); returns the names removed."""
+    if backend == "cupy" or config.get("run_gpu_only_on_cpu", False):
+        return []
+    skipped = [n for n, e in config["experiments"].items() if e.get("gpu_only", False)]
+    for name in skipped:
+        del config["experiments"][name]
+    return skipped
 
 
 def check(config: dict, backend: str = "numpy", memory: int | None = None) -> None:

@@ -38,6 +38,11 @@ try:
     BACKEND = resolve(config["backend"]).name
 except BackendError as exc:
     raise ValueError(f"config key 'backend': {exc}") from None
+for _name in rfw2s.config.drop_gpu_only(config, BACKEND):
+    logger.warning(
+        f"experiment {_name} skipped: it is marked gpu_only and no GPU is usable here; run it "
+        "anyway with --config run_gpu_only_on_cpu=true"
+    )
 rfw2s.config.check(config, backend=BACKEND)
 
 EXPERIMENTS = config["experiments"]

@@ -1,0 +1,130 @@
+"""Crash safety and determinism, tried for real on a small config."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rfw2s.artifacts import DamagedArtifact, load_npy, save_npy
+from workflow_helpers import REPO, write_config
+
+pytestmark = pytest.mark.workflow
+
+SMALL = {"backend": "numpy", "plot": {"dpi": 40},
+         "experiments": {"small": {"model": "relu_sphere", "d": 8, "m_st": 384, "m_te": [8, 32], "replicates": 2,
+                                   "seed": 5, "t": {"min": 1.0, "max": 1.0e7, "num": 40}}}}
+TABLES = ("losses", "summary", "fit")
+
+
+def _env():
+    return dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+
+
+def _command(workdir, configfile, cores=2):
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(configfile), "--cores", str(cores), "--resources", "gpu=1"]
+
+
+def _run(workdir, config, cores=2, check=True):
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(_command(workdir, write_config(workdir, config), cores), capture_output=True, text=True,
+                          env=_env(), timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _tables(workdir):
+    return {name: pd.read_parquet(workdir / "results" / "small" / f"{name}.parquet") for name in TABLES}
+
+
+def _assert_identical(a, b):
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    _run(workdir, SMALL, cores=1)
+    return workdir
+
+
+def test_same_tables_with_one_or_two_cores_and_on_rerun(reference, tmp_path):
+    _run(tmp_path / "two", SMALL, cores=2)
+    _assert_identical(_tables(reference), _tables(tmp_path / "two"))
+    _run(tmp_path / "two", SMALL, cores=2, check=True)  # nothing stale: a rerun changes nothing
+    _assert_identical(_tables(reference), _tables(tmp_path / "two"))
+
+
+def test_killed_during_an_eigendecomposition_then_rerun_gives_the_uninterrupted_results(reference, tmp_path):
+    config = dict(SMALL, solver="eigh")
+    dense = tmp_path / "dense"
+    _run(dense, config)  # the eigh path, uninterrupted
+    work = tmp_path / "killed"
+    work.mkdir()
+    configfile = write_config(work, config)
+    proc = subprocess.Popen(_command(work, configfile, cores=1), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    logs = work / "results" / "cache"
+    while time.time() < deadline and not any("eigh:" in p.read_text() for p in logs.rglob("eigh_r*.log")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the running eigh job, mid-way
+    proc.wait()
+    assert not (work / "results" / "small" / "losses.parquet").exists()
+    # Nothing half-written under a final name: every cached matrix present is complete.
+    for npy in logs.rglob("*.npy"):
+        load_npy(npy)
+    subprocess.run(_command(work, configfile) + ["--unlock"], env=_env(), capture_output=True, check=True)
+    _run(work, config)
+    _assert_identical(_tables(dense), _tables(work))
+    # ... and the eigh path agrees with the default Lanczos path of the reference run.
+    a, b = _tables(dense)["losses"], _tables(reference)["losses"]
+    assert np.allclose(a["L_ST"], b["L_ST"], rtol=1e-9, atol=0)
+
+
+def test_a_truncated_cached_matrix_is_refused_with_how_to_rebuild_it(reference, tmp_path):
+    import shutil
+
+    work = tmp_path / "copy"
+    shutil.copytree(reference, work, symlinks=True)
+    gram = next((work / "results" / "cache").rglob("gram_r0.npy"))
+    with open(gram, "r+b") as fh:
+        fh.truncate(gram.stat().st_size // 2)
+    proc = _run(work, SMALL, check=False)
+    assert proc.returncode != 0
+    log = "".join(p.read_text() for p in (work / "results" / "small" / "logs" / "curves").glob("*_r0.log"))
+    assert f"rm {gram.relative_to(work)}" in log and "run snakemake again to rebuild it" in log
+
+
+def test_sidecar_catches_a_swapped_matrix(tmp_path):
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    save_npy(a, np.eye(3), {"made": "a"})
+    save_npy(b, 2 * np.eye(3), {"made": "b"})
+    os.replace(b, a)  # right shape and dtype, wrong content
+    with pytest.raises(DamagedArtifact, match="checksum"):
+        load_npy(a)
+    np.save(tmp_path / "bare.npy", np.eye(2))
+    with pytest.raises(DamagedArtifact, match="has no record"):
+        load_npy(tmp_path / "bare.npy")
+
+
+def test_kernel_job_refuses_when_the_disk_cannot_hold_the_matrix(tmp_path, monkeypatch):
+    import shutil
+
+    from rfw2s import cli, resources
+
+    draw = tmp_path / "draw.npy"
+    save_npy(draw, np.eye(4, 3))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(resources.shutil, "disk_usage", lambda p: usage._replace(free=100))
+    with pytest.raises(resources.InsufficientResources, match=r"kernel matrix needs 256.0 B of disk .* 100.0 B"):
+        cli.main(["kernel", "--model", '{"name": "relu_sphere", "d": 3}', "--backend", "numpy",
+                  "--draw", str(draw), "--out", str(tmp_path / "gram.npy")])
+    assert not (tmp_path / "gram.npy").exists()
