@@ -112,3 +112,11 @@ def test_yaml_exponent_strings_are_read_as_numbers():
     assert config["experiments"]["a"]["t"] == {"min": 100.0, "max": 1e8, "num": 3}
     config = {"experiments": {"a": {"t": {"min": "soon", "max": 1.0, "num": 3}}}}
     assert normalize(config)["experiments"]["a"]["t"]["min"] == "soon"  # left for the schema
+
+
+def test_a_student_width_listed_twice_trains_each_teacher_once():
+    from rfw2s.config import student_groups
+
+    exp = load_tiny()["experiments"]["tiny"]
+    groups = student_groups(exp, [256, 1024, 256])
+    assert [sorted(t) for _, t in groups.values()] == [sorted(exp["m_te"])] * 2

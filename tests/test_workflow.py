@@ -1,5 +1,6 @@
 """The whole DAG on a tiny config: every artifact, the science's direction, and staleness."""
 import copy
+import re
 
 import numpy as np
 import pandas as pd
@@ -176,3 +177,31 @@ def test_summary_command_prints_the_table_for_a_person(tiny_run):
     for m_te in config["experiments"]["tiny"]["m_te"]:
         assert f" {m_te} " in proc.stdout
     assert "fitted exponent" in proc.stdout and "ratio_best" in proc.stdout
+
+
+def test_html_report_holds_every_figure_and_the_summary_tables(tiny_run):
+    workdir, configfile, config = tiny_run
+    report = workdir / "results" / "report.html"
+    snakemake(workdir, configfile, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert len(html) > 100_000  # self-contained: the figures are embedded
+    for name, exp in config["experiments"].items():
+        figures = ["ablation_heatmap", "ablation_exponent"] if isinstance(exp["m_st"], list) else ["fig2a", "fig2b"]
+        figures += ["validation"] if "validation" in exp else []
+        for figure in figures:
+            assert f"results/{name}/figures/{figure}.png" in html, (name, figure)
+        assert f"results/{name}/summary.csv" in html
+
+
+def test_slurm_profile_dry_run_requests_gpus_and_size_derived_memory(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    from workflow_helpers import REPO
+
+    configfile = write_config(tmp_path, load_tiny())
+    proc = snakemake(tmp_path, configfile, "--dry-run", "--workflow-profile", str(REPO / "workflow/profiles/slurm"))
+    text = proc.stdout + proc.stderr
+    jobs = re.findall(r"rule (\w+):.*?resources: ([^\n]*)", text, re.S)
+    heavy = [res for rule, res in jobs if rule in ("kernel", "curves", "validation")]
+    assert heavy and all("gpu=1" in res and "cpus_per_task=8" in res for res in heavy)
+    mem = {int(m) for res in heavy for m in re.findall(r"mem_mb=(\d+)", res)}
+    assert len(mem) > 1  # derived from each student's size, not one default

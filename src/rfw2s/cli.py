@@ -165,6 +165,8 @@ def cmd_aggregate(a):
     artifacts.save_parquet(a.out_losses, losses, meta)
     artifacts.save_parquet(a.out_summary, summary, meta)
     artifacts.save_parquet(a.out_fit, fit, meta)
+    with artifacts.atomic_path(a.out_table) as tmp:
+        summary.to_csv(tmp, index=False, float_format="%.6g")
     log.info("summary:\n%s\nfit:\n%s", summary.to_string(index=False), fit.to_string(index=False))
 
 
@@ -296,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     s = add("aggregate", cmd_aggregate, "loss, summary and fit tables of one experiment")
     s.add_argument("--experiment", required=True)
     s.add_argument("--curves", nargs="+", required=True)
-    for opt in ("--out-losses", "--out-summary", "--out-fit"):
+    for opt in ("--out-losses", "--out-summary", "--out-fit", "--out-table"):
         s.add_argument(opt, required=True)
 
     s = add("figures", cmd_figures, "Figures 2(a) and 2(b)")

@@ -144,7 +144,9 @@ def student_groups(experiment: dict, widths=None) -> dict[str, tuple[Student, li
     groups: dict[str, tuple[Student, list[int]]] = {}
     for m_te, m_st in pairs:
         s = student(experiment, m_te, m_st)
-        groups.setdefault(s.key, (s, []))[1].append(int(m_te))
+        sizes = groups.setdefault(s.key, (s, []))[1]
+        if int(m_te) not in sizes:  # a width may be listed twice (convergence and sampled)
+            sizes.append(int(m_te))
     return groups
 
 

@@ -13,12 +13,15 @@ same ``T_k``; all vectors (three per teacher) run in lockstep, so each step is o
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from .backend import array_namespace, to_numpy
 from .solve import SolverError, growth
+
+log = logging.getLogger("rfw2s")
 
 # Steps between convergence checks: the curve at k steps is compared with k - CHECK_EVERY.
 CHECK_EVERY = 10
@@ -109,6 +112,8 @@ def lanczos_curves(matvec, M: int, c, m, F: float, ts, *, tol: float = 1e-10, ma
             current = curves(steps)
             if previous is not None:
                 achieved = float(np.max(np.abs(current - previous) / np.abs(current)))
+                log.info("Lanczos step %d of at most %d: curves changed by %.2e (target %.0e)",
+                         steps, max_steps, achieved, tol)
                 if achieved <= tol:
                     return KrylovCurves(current, steps, achieved, True)
             previous = current

@@ -1,6 +1,6 @@
 # Config validation (before any job runs), the plan of students and curves, and the
-# helpers that hand each rule only the part of the config it depends on: a plot setting
-# never re-solves a model.
+# helpers that hand each rule only the part of the config it depends on (a plot setting
+# never re-solves a model).
 import json
 import os
 import sys
@@ -46,6 +46,8 @@ for _name in rfw2s.config.drop_gpu_only(config, BACKEND):
 rfw2s.config.check(config, backend=BACKEND)
 
 EXPERIMENTS = config["experiments"]
+# Conda environment of every rule (--sw-deployment-method conda), relative to rules/.
+CONDA_ENV = "../../envs/rfw2s-gpu.yaml" if BACKEND == "cupy" else "../../envs/rfw2s.yaml"
 RESULTS = "results/{experiment}"
 CACHE = "results/cache/{student}"
 SOLVER = rfw2s.config.solver_settings(config)
@@ -75,6 +77,33 @@ wildcard_constraints:
 
 def experiment_value(key):
     return lambda wc: EXPERIMENTS[wc.experiment][key]
+
+
+def job_memory_mb(step):
+    """Resource function: the step's peak memory for its student, from the same estimates
+    the config check uses, plus 1 GiB for the interpreter and libraries."""
+
+    def mem_mb(wc):
+        key = wc.student if hasattr(wc, "student") else sampled_student(wc)
+        s = STUDENTS[key]
+        how = {"kernel": "matrix_free", "eigh": "eigh"}.get(step, OPERATOR[key])
+        teachers = len(EXPERIMENTS[wc.experiment]["m_te"]) if hasattr(wc, "experiment") else 1
+        return 1024 + rfw2s.config.memory_needed(s, how, teachers, SOLVER) // 2**20
+
+    return mem_mb
+
+
+def job_runtime_min(step):
+    """Resource function: a generous time limit in minutes, from the student's width (CPU
+    scaling: dense eigh ~ M^3, measured 9 min at 16384 on 2 cores; the others ~ M^2)."""
+
+    def runtime(wc):
+        key = wc.student if hasattr(wc, "student") else sampled_student(wc)
+        M = STUDENTS[key].m_st
+        scale = (M / 16384) ** 3 * 30 if step == "eigh" else (M / 16384) ** 2 * 20
+        return int(15 + scale)
+
+    return runtime
 
 
 def student_value(key):
@@ -145,3 +174,18 @@ def all_outputs():
         out += [f"results/{name}/{t}.parquet" for t in ["losses", "summary", "fit"] + validated]
         out += [f"results/{name}/figures/{f}.{ext}" for f in figures + validated for ext in ("png", "pdf")]
     return out
+
+
+def sampled_student(wc):
+    exp = EXPERIMENTS[wc.experiment]
+    return rfw2s.config.student(exp, exp["m_te"][0], exp["validation"]["sampled"]["m_st"]).key
+
+
+def validation_inputs(wc):
+    inputs = operator_inputs(sampled_student(wc), 0)
+    inputs.update(
+        losses=f"results/{wc.experiment}/losses.parquet",
+        teachers=teacher_files(wc.experiment),
+        convergence=curve_files(wc.experiment, EXPERIMENTS[wc.experiment]["validation"]["convergence_m_st"]),
+    )
+    return inputs

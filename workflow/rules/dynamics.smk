@@ -16,7 +16,7 @@ rule teacher:
     benchmark:
         f"{RESULTS}/benchmarks/teacher/m{{m_te}}_r{{replicate}}.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s teacher --model {params.model:q} --backend {params.backend} --seed {params.seed}"
         " --m-te {wildcards.m_te} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
@@ -36,12 +36,14 @@ rule curves:
         operator=lambda wc, input: operator_args(wc.student, input),
     resources:
         gpu=1,
+        mem_mb=job_memory_mb("curves"),
+        runtime=job_runtime_min("curves"),
     log:
         f"{RESULTS}/logs/curves/{{student}}_r{{replicate}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/curves/{{student}}_r{{replicate}}.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s --blas-threads all curves --model {params.model:q} --backend {params.backend}"
         " --student {input.student} {params.operator} --teachers {input.teachers}"

@@ -16,7 +16,7 @@ rule draw_student:
     benchmark:
         f"{CACHE}/benchmarks/draw_r{{replicate}}.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s draw --model {params.model:q} --role student --seed {params.seed}"
         " --size {params.m_st} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
@@ -32,12 +32,14 @@ rule kernel:
         backend=config["backend"],
     resources:
         gpu=1,
+        mem_mb=job_memory_mb("kernel"),
+        runtime=job_runtime_min("kernel"),
     log:
         f"{CACHE}/logs/kernel_r{{replicate}}.log",
     benchmark:
         f"{CACHE}/benchmarks/kernel_r{{replicate}}.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
         " --draw {input} --out {output} > {log} 2>&1"
@@ -54,12 +56,14 @@ rule eigh:
         solver=EIGH_VERSION,
     resources:
         gpu=1,
+        mem_mb=job_memory_mb("eigh"),
+        runtime=job_runtime_min("eigh"),
     log:
         f"{CACHE}/logs/eigh_r{{replicate}}.log",
     benchmark:
         f"{CACHE}/benchmarks/eigh_r{{replicate}}.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s --blas-threads all eigh --backend {params.backend} --gram {input}"
         " --out-eigvals {output.eigvals} --out-eigvecs {output.eigvecs} > {log} 2>&1"

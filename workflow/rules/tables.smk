@@ -9,17 +9,23 @@ rule aggregate:
         losses=f"{RESULTS}/losses.parquet",
         summary=f"{RESULTS}/summary.parquet",
         fit=f"{RESULTS}/fit.parquet",
+        table=report(
+            f"{RESULTS}/summary.csv",
+            caption="../report/summary.rst",
+            category="{experiment}",
+            subcategory="tables",
+        ),
     priority: 10
     log:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s aggregate --experiment {wildcards.experiment} --curves {input}"
         " --out-losses {output.losses} --out-summary {output.summary} --out-fit {output.fit}"
-        " > {log} 2>&1"
+        " --out-table {output.table} > {log} 2>&1"
 
 
 rule figures:
@@ -28,9 +34,19 @@ rule figures:
         summary=rules.aggregate.output.summary,
         fit=rules.aggregate.output.fit,
     output:
-        f"{RESULTS}/figures/fig2a.png",
+        report(
+            f"{RESULTS}/figures/fig2a.png",
+            caption="../report/fig2a.rst",
+            category="{experiment}",
+            subcategory="figures",
+        ),
         f"{RESULTS}/figures/fig2a.pdf",
-        f"{RESULTS}/figures/fig2b.png",
+        report(
+            f"{RESULTS}/figures/fig2b.png",
+            caption="../report/fig2b.rst",
+            category="{experiment}",
+            subcategory="figures",
+        ),
         f"{RESULTS}/figures/fig2b.pdf",
     wildcard_constraints:
         experiment="|".join(SINGLE_WIDTH) or "(?!)",
@@ -43,7 +59,7 @@ rule figures:
     benchmark:
         f"{RESULTS}/benchmarks/figures.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s figures --losses {input.losses} --summary {input.summary} --fit {input.fit}"
         " --title {wildcards.experiment} --out-dir {params.out_dir}"
@@ -55,9 +71,19 @@ rule ablation_figures:
         summary=rules.aggregate.output.summary,
         fit=rules.aggregate.output.fit,
     output:
-        f"{RESULTS}/figures/ablation_heatmap.png",
+        report(
+            f"{RESULTS}/figures/ablation_heatmap.png",
+            caption="../report/ablation_heatmap.rst",
+            category="{experiment}",
+            subcategory="figures",
+        ),
         f"{RESULTS}/figures/ablation_heatmap.pdf",
-        f"{RESULTS}/figures/ablation_exponent.png",
+        report(
+            f"{RESULTS}/figures/ablation_exponent.png",
+            caption="../report/ablation_exponent.rst",
+            category="{experiment}",
+            subcategory="figures",
+        ),
         f"{RESULTS}/figures/ablation_exponent.pdf",
     wildcard_constraints:
         experiment="|".join(ABLATIONS) or "(?!)",
@@ -70,7 +96,7 @@ rule ablation_figures:
     benchmark:
         f"{RESULTS}/benchmarks/ablation_figures.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s ablation-figures --summary {input.summary} --fit {input.fit}"
         " --title {wildcards.experiment} --out-dir {params.out_dir} --dpi {params.plot[dpi]} > {log} 2>&1"

@@ -4,21 +4,6 @@
 # depends on it, and the figure rules are scheduled before it (priority).
 
 
-def sampled_student(wc):
-    exp = EXPERIMENTS[wc.experiment]
-    return rfw2s.config.student(exp, exp["m_te"][0], exp["validation"]["sampled"]["m_st"]).key
-
-
-def validation_inputs(wc):
-    inputs = operator_inputs(sampled_student(wc), 0)
-    inputs.update(
-        losses=f"results/{wc.experiment}/losses.parquet",
-        teachers=teacher_files(wc.experiment),
-        convergence=curve_files(wc.experiment, EXPERIMENTS[wc.experiment]["validation"]["convergence_m_st"]),
-    )
-    return inputs
-
-
 rule validation:
     input:
         unpack(validation_inputs),
@@ -36,13 +21,15 @@ rule validation:
         operator=lambda wc, input: operator_args(sampled_student(wc), input),
     resources:
         gpu=1,
+        mem_mb=job_memory_mb("validation"),
+        runtime=job_runtime_min("validation"),
     priority: 0
     log:
         f"{RESULTS}/logs/validation.log",
     benchmark:
         f"{RESULTS}/benchmarks/validation.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
@@ -59,7 +46,12 @@ rule validation_figure:
         curves=rules.validation.output.curves,
         convergence=rules.validation.output.convergence,
     output:
-        f"{RESULTS}/figures/validation.png",
+        report(
+            f"{RESULTS}/figures/validation.png",
+            caption="../report/validation.rst",
+            category="{experiment}",
+            subcategory="validation",
+        ),
         f"{RESULTS}/figures/validation.pdf",
     params:
         plot=config["plot"],
@@ -69,7 +61,7 @@ rule validation_figure:
     benchmark:
         f"{RESULTS}/benchmarks/validation_figure.tsv"
     conda:
-        "../../envs/rfw2s.yaml"
+        CONDA_ENV
     shell:
         "python -m rfw2s validation-figure --table {input.table} --curves {input.curves}"
         " --convergence {input.convergence} --title {wildcards.experiment} --out {params.stem}"
