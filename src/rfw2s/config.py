@@ -171,11 +171,11 @@ def operator(s: Student, settings: dict, memory: int) -> str:
     return "dense"
 
 
-def memory_needed(s: Student, how: str, n_teachers: int, settings: dict) -> int:
-    """Peak bytes of the heaviest job of this student (estimate, float64)."""
-    M = s.m_st
-    features = 8 * M * s.spec.get("d", 0)
-    krylov = 8 * settings["lanczos"]["max_steps"] * M * 3 * n_teachers
+def memory_needed(M: int, d: int, how: str, n_teachers: int, max_steps: int) -> int:
+    """Peak bytes (estimate, float64) of the heaviest job of an ``M``-wide student in
+    dimension ``d`` solved as ``how`` (``eigh``, ``dense`` or ``matrix_free``)."""
+    features = 8 * M * d
+    krylov = 8 * max_steps * M * 3 * n_teachers if how != "eigh" else 0
     if how == "eigh":
         return DENSE_EIGH_MATRICES * 8 * M**2 + features
     if how == "dense":
@@ -243,7 +243,7 @@ def check(config: dict, backend: str = "numpy", memory: int | None = None) -> No
                             f"{widths[0] if len(widths) == 1 else widths}; got {too_big}")
         for s, teachers in student_groups(exp).values():
             how = operator(s, settings, memory)
-            need = memory_needed(s, how, len(teachers), settings)
+            need = memory_needed(s.m_st, s.spec.get("d", 0), how, len(teachers), settings["lanczos"]["max_steps"])
             if how == "eigh" and backend == "numpy" and s.m_st > NUMPY_EIGH_MAX_N:
                 problems.append(f"{key}: student width {s.m_st} exceeds LAPACK's dense eigh limit on the CPU "
                                 f"(n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st")

@@ -88,7 +88,8 @@ def job_memory_mb(step):
         s = STUDENTS[key]
         how = {"kernel": "matrix_free", "eigh": "eigh"}.get(step, OPERATOR[key])
         teachers = len(EXPERIMENTS[wc.experiment]["m_te"]) if hasattr(wc, "experiment") else 1
-        return 1024 + rfw2s.config.memory_needed(s, how, teachers, SOLVER) // 2**20
+        need = rfw2s.config.memory_needed(s.m_st, s.spec.get("d", 0), how, teachers, SOLVER["lanczos"]["max_steps"])
+        return 1024 + need // 2**20
 
     return mem_mb
 

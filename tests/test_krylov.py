@@ -1,0 +1,71 @@
+"""Lanczos quadrature against the dense eigendecomposition, and its failure modes."""
+import numpy as np
+import pytest
+
+from rfw2s.curves import exact_curves
+from rfw2s.krylov import lanczos_curves
+from rfw2s.models import relu_sphere
+from rfw2s.seeding import seed_sequence
+from rfw2s.solve import fit_teacher
+
+MODEL = relu_sphere(32)
+TS = np.geomspace(1e2, 1e10, 120)
+
+
+def _problem(M, sizes=(16, 64, 256), model=MODEL):
+    W = model.sample_features(seed_sequence(0, "student", M, 0), M)
+    teachers = []
+    for m in sizes:
+        U = model.sample_features(seed_sequence(0, "teacher", m, 0), m)
+        teachers.append((U, fit_teacher(model, U).coef))
+    return W, teachers
+
+
+@pytest.mark.parametrize("M", [512, 1024])
+def test_lanczos_agrees_with_eigh_to_1e_10(M, backend):
+    W, teachers = _problem(M)
+    dense = exact_curves(MODEL, W, teachers, TS, solver="eigh", backend=backend)
+    stored = exact_curves(MODEL, W, teachers, TS, backend=backend, gram=MODEL.gram(W, W))
+    free = exact_curves(MODEL, W, teachers, TS, backend=backend)
+    assert stored.converged and stored.achieved_tol <= 1e-10 and stored.solver == "lanczos"
+    assert free.solver == "lanczos-matrix-free" and free.steps == stored.steps
+    for result in (stored, free):
+        assert np.max(np.abs(result.losses / dense.losses - 1)) < 1e-10
+
+
+def test_a_step_budget_too_small_is_reported_not_hidden():
+    W, teachers = _problem(512)
+    G = MODEL.gram(W, W)
+    result = exact_curves(MODEL, W, teachers, TS, gram=G, tol=1e-13, max_steps=30)
+    assert not result.converged and result.achieved_tol > 1e-13 and result.steps == 30
+    assert np.all(np.isfinite(result.losses))
+
+
+def test_breakdown_on_a_low_rank_kernel_is_exact():
+    # 40 distinct features repeated: H has rank 40, the Krylov space closes before 200 steps.
+    W, teachers = _problem(40, sizes=(4, 8))
+    W = np.vstack([W] * 5)
+    dense = exact_curves(MODEL, W, teachers, TS, solver="eigh")
+    lanczos = exact_curves(MODEL, W, teachers, TS, gram=MODEL.gram(W, W), max_steps=200)
+    assert lanczos.converged
+    assert np.max(np.abs(lanczos.losses / dense.losses - 1)) < 1e-10
+
+
+def test_lanczos_needs_only_products_with_h():
+    W, teachers = _problem(256, sizes=(16,))
+    H = MODEL.gram(W, W) / 256
+    calls = []
+
+    def matvec(X):
+        calls.append(X.shape)
+        return H @ X
+
+    c = np.stack([MODEL.gram(W, U) @ coef for U, coef in teachers], axis=1)
+    result = lanczos_curves(matvec, 256, c, MODEL.target_moments(W), MODEL.target_norm2, TS)
+    assert len(calls) == result.steps and all(shape == (256, 3) for shape in calls)  # 3 lanes per teacher
+
+
+def test_unknown_solver_is_refused():
+    W, teachers = _problem(64, sizes=(4,))
+    with pytest.raises(ValueError, match="solver must be one of"):
+        exact_curves(MODEL, W, teachers, TS, solver="cholesky")
