@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-ROLES = ("student", "teacher", "inputs")
+ROLES = ("student", "teacher", "inputs", "heldout")
 
 
 def seed_sequence(seed: int, role: str, size: int, replicate: int) -> np.random.SeedSequence:

@@ -19,6 +19,7 @@ os.environ.update(PYTHONPATH=SRC)
 import rfw2s.config  # noqa: E402
 import rfw2s.models  # noqa: E402
 from rfw2s.backend import BackendError, resolve  # noqa: E402
+from rfw2s.sample import SAMPLED_VERSION  # noqa: E402
 from rfw2s.solve import EIGH_VERSION, SOLVER_VERSION  # noqa: E402
 
 # Models defined outside the package (config key model_plugins) register on import,

@@ -18,6 +18,7 @@ rule validation:
         backend=config["backend"],
         solver=SOLVER,
         version=SOLVER_VERSION,
+        sampled_version=SAMPLED_VERSION,
         operator=lambda wc, input: operator_args(sampled_student(wc), input),
     resources:
         gpu=1,
