@@ -63,7 +63,9 @@ def test_same_tables_with_one_or_two_cores_and_on_rerun(reference, tmp_path):
 
 
 def test_killed_during_an_eigendecomposition_then_rerun_gives_the_uninterrupted_results(reference, tmp_path):
+    # Wide enough that eigh takes about a second: the kill lands inside it.
     config = dict(SMALL, solver="eigh")
+    config["experiments"] = {"small": dict(SMALL["experiments"]["small"], m_st=1500)}
     dense = tmp_path / "dense"
     _run(dense, config)  # the eigh path, uninterrupted
     work = tmp_path / "killed"
@@ -81,12 +83,12 @@ def test_killed_during_an_eigendecomposition_then_rerun_gives_the_uninterrupted_
     # Nothing half-written under a final name: every cached matrix present is complete.
     for npy in logs.rglob("*.npy"):
         load_npy(npy)
+    # The README's recovery: unlock, then rerun (jobs Snakemake saw start but not finish are redone).
     subprocess.run(_command(work, configfile) + ["--unlock"], env=_env(), capture_output=True, check=True)
-    _run(work, config)
+    proc = subprocess.run(_command(work, configfile) + ["--rerun-incomplete"], env=_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_identical(_tables(dense), _tables(work))
-    # ... and the eigh path agrees with the default Lanczos path of the reference run.
-    a, b = _tables(dense)["losses"], _tables(reference)["losses"]
-    assert np.allclose(a["L_ST"], b["L_ST"], rtol=1e-9, atol=0)
 
 
 def test_a_truncated_cached_matrix_is_refused_with_how_to_rebuild_it(reference, tmp_path):
