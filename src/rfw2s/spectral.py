@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace, to_numpy
+from .backend import array_namespace
 
 
 def harmonic_dimension(d: int, k: int) -> int:
