@@ -33,7 +33,7 @@ def test_kappa_special_values():
     d = 32
     assert kappa(np.array(1.0), d) == pytest.approx(1 / (2 * d), rel=1e-15)
     assert kappa(np.array(-1.0), d) == pytest.approx(0.0, abs=1e-17)
-    # rho = 0: orthogonal features share E[relu(s)]^2 ... = 1/(2 pi d).
+    # rho = 0 (orthogonal features): theta = pi/2, so kappa = 1/(2 pi d).
     assert kappa(np.array(0.0), d) == pytest.approx(1 / (2 * np.pi * d), rel=1e-15)
     # Round-off outside [-1, 1] is clipped, never NaN.
     assert np.isfinite(kappa(np.array([1 + 1e-15, -1 - 1e-15]), d)).all()

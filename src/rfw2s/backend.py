@@ -84,6 +84,11 @@ def resolve(name: str = "auto") -> Backend:
     return Backend("cupy", cupy, f"GPU {gpu}")
 
 
+def as_backend(backend) -> Backend:
+    """A :class:`Backend` as given, or resolved from its name."""
+    return backend if isinstance(backend, Backend) else resolve(backend)
+
+
 def array_namespace(*arrays) -> ModuleType:
     """The array library of ``arrays`` (CuPy if any is a CuPy array, else NumPy)."""
     for a in arrays:

@@ -17,13 +17,10 @@ import pandas as pd
 
 from . import analysis, artifacts, backend as backends, config, resources, seeding, solve
 from .config import DENSE_EIGH_MATRICES
+from .curves import TILE_ROWS
 from .models import make_model
 
 log = logging.getLogger("rfw2s")
-
-# Rows per block when building a kernel matrix: bounds the temporaries to
-# BLOCK_ROWS x M doubles whatever the width.
-BLOCK_ROWS = 2048
 
 
 @contextmanager
@@ -68,12 +65,12 @@ def cmd_kernel(a):
     M = W.shape[0]
     log.info("kernel: M_ST=%d, d=%d, %.2f GiB", M, W.shape[1], M * M * 8 / 2**30)
     resources.ensure_disk(a.out, 8 * M * M + 128, f"the {M} x {M} kernel matrix")
-    resources.ensure_memory(8 * min(M, BLOCK_ROWS) * M * 4, be.name, "a kernel block")
+    resources.ensure_memory(config.memory_needed(M, W.shape[1], "matrix_free", 0, 0), be.name, "a kernel block")
     Wx = be.asarray(W)
     with step("kernel", be), artifacts.npy_with_sidecar(a.out, {"model": json.loads(a.model), "draw": a.draw}) as tmp:
         G = artifacts.open_npy_for_writing(tmp, (M, M))
-        for start in range(0, M, BLOCK_ROWS):
-            G[start:start + BLOCK_ROWS] = backends.to_numpy(model.gram(Wx[start:start + BLOCK_ROWS], Wx))
+        for start in range(0, M, TILE_ROWS):  # the matrix-free solver's tiles, here stored
+            G[start:start + TILE_ROWS] = backends.to_numpy(model.gram(Wx[start:start + TILE_ROWS], Wx))
         G.flush()
         del G
 

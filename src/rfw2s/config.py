@@ -18,6 +18,7 @@ import numpy as np
 
 from . import models
 from .resources import format_bytes
+from .solve import NUMPY_EIGH_MAX_N
 
 # Keys every experiment may have; all others are the model's own parameters.
 COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation", "gpu_only")
@@ -26,8 +27,6 @@ COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation",
 # (input copy, eigenvectors, LAPACK divide-and-conquer workspace): measured 4.9 for
 # numpy.linalg.eigh at M = 16384 (9.7 GiB resident).
 DENSE_EIGH_MATRICES = 5
-# LAPACK's eigh (32-bit workspace indexing) fails for n >= 32767.
-NUMPY_EIGH_MAX_N = 32766
 
 
 class ConfigError(ValueError):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import Backend, array_namespace, resolve, to_numpy
+from .backend import array_namespace, as_backend, to_numpy
 from .krylov import lanczos_curves
 from .solve import losses_from_spectrum, student_spectrum
 
@@ -50,7 +50,7 @@ def exact_curves(model, W, teachers, ts, *, solver: str = "lanczos", backend="nu
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}")
-    be = backend if isinstance(backend, Backend) else resolve(backend)
+    be = as_backend(backend)
     M = W.shape[0]
     Wx = be.asarray(W)
     C = be.xp.stack([model.gram(Wx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)

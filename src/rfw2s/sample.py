@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import Backend, resolve, to_numpy
+from .backend import as_backend, to_numpy
 from .seeding import generator, seed_sequence
 from .solve import symmetric_eigh
 
@@ -39,7 +39,7 @@ class SampledCurve:
 
 def largest_stable_step(model, W, backend="numpy") -> float:
     """``2 / lam_max(H)``, ``H = gram(W, W) / M``: gradient descent diverges at or above it."""
-    be = backend if isinstance(backend, Backend) else resolve(backend)
+    be = as_backend(backend)
     Wx = be.asarray(W)
     lam, _ = symmetric_eigh(model.gram(Wx, Wx) / W.shape[0], be)
     return 2.0 / float(lam.max())
@@ -72,7 +72,7 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
     achieved times are returned). A step at or above the stability limit is refused with
     the largest stable step in the message.
     """
-    be = backend if isinstance(backend, Backend) else resolve(backend)
+    be = as_backend(backend)
     xp = be.xp
     M = W.shape[0]
     limit = largest_stable_step(model, W, be)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import Backend, array_namespace, resolve, to_numpy
+from .backend import Backend, array_namespace, as_backend, to_numpy
 
 # Bump when a change alters the numbers these solvers produce: the workflow passes it
 # as a rule parameter, so exactly the stale steps rerun.
@@ -28,10 +28,6 @@ NUMPY_EIGH_MAX_N = 32766
 
 class SolverError(RuntimeError):
     """A linear-algebra step failed; the message names the size and backend."""
-
-
-def _backend(backend) -> Backend:
-    return backend if isinstance(backend, Backend) else resolve(backend)
 
 
 def relative_cutoff(eigvals, n: int):
@@ -72,7 +68,7 @@ def fit_teacher(model, U, *, backend="numpy") -> TeacherFit:
     ill-conditioned ``G_TE`` (duplicate features, say) gives the same function as its
     well-posed reduction instead of NaNs.
     """
-    be = _backend(backend)
+    be = as_backend(backend)
     Ux = be.asarray(U)
     G = model.gram(Ux, Ux)
     m = model.target_moments(Ux)
@@ -91,14 +87,14 @@ def fit_teacher(model, U, *, backend="numpy") -> TeacherFit:
 
 def student_spectrum(model, W, *, backend="numpy"):
     """Eigenvalues (clipped at 0) and eigenvectors of ``H = gram(W, W) / M``, on ``backend``."""
-    be = _backend(backend)
+    be = as_backend(backend)
     Wx = be.asarray(W)
     return spectrum_of_gram(model.gram(Wx, Wx), be)
 
 
 def spectrum_of_gram(G, backend) -> tuple:
     """``eigh(G / M)`` with round-off negative eigenvalues clipped to 0."""
-    be = _backend(backend)
+    be = as_backend(backend)
     M = G.shape[0]
     G = be.asarray(G)
     lam, V = symmetric_eigh(G / M, be)
@@ -155,7 +151,7 @@ def student_losses(model, W, U, coef, ts, *, backend="numpy") -> np.ndarray:
     Inputs are NumPy arrays (feature directions as rows); returns a NumPy array, one
     loss per ``t`` in ``ts``.
     """
-    be = _backend(backend)
+    be = as_backend(backend)
     Wx, Ux = be.asarray(W), be.asarray(U)
     lam, V = student_spectrum(model, Wx, backend=be)
     c = model.gram(Wx, Ux) @ be.asarray(coef)

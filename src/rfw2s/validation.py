@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .backend import resolve
+from .backend import as_backend
 from .curves import exact_curves
 from .sample import largest_stable_step, train_students
 
@@ -47,7 +47,7 @@ def sampled_comparison(model, W, teachers, sampled: dict, seed, replicate=0, bac
     points`` and optionally ``step_fraction``. Returns rows of :data:`CURVE_COLUMNS`: the
     sampled points, and the exact curves on a dense grid that contains the sampled times.
     """
-    be = resolve(backend) if isinstance(backend, str) else backend
+    be = as_backend(backend)
     sizes = sorted(teachers)
     pairs = [(teachers[m][0], teachers[m][1]) for m in sizes]
     m_st = W.shape[0]
