@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from rfw2s.models import make_model, relu_sphere
-from rfw2s.models.relu_sphere import kappa
+from rfw2s.curves import gram_tiles
+from rfw2s.models.relu_sphere import kappa, kappa_into
 from rfw2s.seeding import seed_sequence
 
 
@@ -37,6 +38,31 @@ def test_kappa_special_values():
     assert kappa(np.array(0.0), d) == pytest.approx(1 / (2 * np.pi * d), rel=1e-15)
     # Round-off outside [-1, 1] is clipped, never NaN.
     assert np.isfinite(kappa(np.array([1 + 1e-15, -1 - 1e-15]), d)).all()
+
+
+def test_fused_kappa_matches_40_digit_values():
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    # Both ends (where naive forms cancel), the middle, several cache chunks.
+    rho = np.concatenate([np.linspace(-1, -0.999, 3000), np.linspace(-1, 1, 40_001), np.linspace(0.999, 1, 3000)])
+    exact = np.array([float((mpmath.sqrt(1 - mpmath.mpf(r) ** 2) + (mpmath.pi - mpmath.acos(r)) * r)
+                            / (2 * mpmath.pi * 7)) for r in rho])
+    assert np.max(np.abs(kappa(rho, 7) - exact)) < 3 * np.spacing(1 / 14)  # kappa(1) = 1/14: 3 ulps
+    inplace = rho.copy()
+    assert kappa_into(inplace, 7) is inplace and np.array_equal(inplace, kappa(rho, 7))
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        kappa_into(np.ones((4, 4))[:, ::2], 7)
+
+
+@pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),
+                                        ("linear_spiked", {"d": 9, "k": 2, "eps": 0.1, "target": "first"})])
+def test_kernel_tiles_reproduce_the_gram_matrix(name, spec):
+    # relu_sphere fills its tiles in place (gram_into); linear_spiked goes through gram.
+    model = make_model(name, **spec)
+    W = model.sample_features(seed_sequence(0, "student", 37, 0), 37)
+    tiles = {start: tile.copy() for start, tile in gram_tiles(model, W, tile_rows=8)}
+    assert sorted(tiles) == [0, 8, 16, 24, 32] and tiles[32].shape == (5, 37)
+    assert np.allclose(np.concatenate([tiles[s] for s in sorted(tiles)]), model.gram(W, W), rtol=1e-14, atol=0)
 
 
 def test_gram_is_symmetric_positive_semidefinite_with_exact_diagonal():

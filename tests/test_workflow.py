@@ -116,16 +116,24 @@ def test_ablation_grid_and_its_figures(tiny_run):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
 
 
-def test_the_ablation_builds_no_kernel_of_its_own(tmp_path):
+def test_the_ablation_shares_kernels_teachers_and_curves(tmp_path):
     config = load_tiny()
     alone = {k: v for k, v in config.items() if k != "experiments"}
     alone["experiments"] = {"tiny": config["experiments"]["tiny"]}
     both = dict(alone, experiments={n: config["experiments"][n] for n in ("tiny", "tiny_ablation")})
     plan_alone = planned_jobs(tmp_path, write_config(tmp_path, alone, "alone.yaml"))
     plan_both = planned_jobs(tmp_path, write_config(tmp_path, both, "both.yaml"))
-    for rule in ("draw_student", "kernel", "eigh"):
-        assert plan_both.get(rule, 0) == plan_alone.get(rule, 0)
-    assert plan_both["curves"] > plan_alone["curves"]
+    # Every curve of tiny_ablation (same draws, teachers and times) is one of tiny's.
+    for rule in ("draw_student", "kernel", "eigh", "teacher", "curves"):
+        assert plan_both.get(rule, 0) == plan_alone.get(rule, 0), rule
+    assert plan_both["aggregate"] == plan_alone["aggregate"] + 1
+    # Other times: the same kernels, teachers shared, the curves its own.
+    other_times = copy.deepcopy(both)
+    other_times["experiments"]["tiny_ablation"]["t"]["num"] = 30
+    plan_other = planned_jobs(tmp_path, write_config(tmp_path, other_times, "other.yaml"))
+    for rule in ("draw_student", "kernel", "teacher"):
+        assert plan_other.get(rule, 0) == plan_alone.get(rule, 0), rule
+    assert plan_other["curves"] == plan_alone["curves"] + 2 * 2  # two widths, two replicates
 
 
 def test_model23_curves_and_near_quadratic_improvement(tiny_run):

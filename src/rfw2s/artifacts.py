@@ -12,9 +12,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 METADATA_KEY = b"rfw2s"
 
@@ -122,8 +119,12 @@ def load_npz(path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def save_parquet(path, df: pd.DataFrame, metadata: dict | None = None) -> None:
-    """Write ``df`` (index dropped) with ``metadata`` as JSON under the ``rfw2s`` key."""
+def save_parquet(path, df, metadata: dict | None = None) -> None:
+    """Write the DataFrame ``df`` (index dropped) with ``metadata`` as JSON under the
+    ``rfw2s`` key."""
+    import pyarrow as pa  # here, not at the top: the array steps start faster without it
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata is not None:
         meta = dict(table.schema.metadata or {})
@@ -134,5 +135,7 @@ def save_parquet(path, df: pd.DataFrame, metadata: dict | None = None) -> None:
 
 
 def read_metadata(path) -> dict:
+    import pyarrow.parquet as pq
+
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta.get(METADATA_KEY, b"{}"))

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from . import analysis, artifacts, backend as backends, config, resources, seeding, solve
+from . import artifacts, config, resources, seeding, solve
+from . import backend as backends
 from .config import DENSE_EIGH_MATRICES
-from .curves import TILE_ROWS
+from .curves import gram_tiles
 from .models import make_model
 
 log = logging.getLogger("rfw2s")
@@ -69,8 +69,8 @@ def cmd_kernel(a):
     Wx = be.asarray(W)
     with step("kernel", be), artifacts.npy_with_sidecar(a.out, {"model": json.loads(a.model), "draw": a.draw}) as tmp:
         G = artifacts.open_npy_for_writing(tmp, (M, M))
-        for start in range(0, M, TILE_ROWS):  # the matrix-free solver's tiles, here stored
-            G[start:start + TILE_ROWS] = backends.to_numpy(model.gram(Wx[start:start + TILE_ROWS], Wx))
+        for start, tile in gram_tiles(model, Wx):  # the matrix-free solver's tiles, here stored
+            G[start:start + tile.shape[0]] = backends.to_numpy(tile)
         G.flush()
         del G
 
@@ -118,6 +118,9 @@ def _solve_options(a) -> dict:
 
 
 def cmd_curves(a):
+    import pandas as pd
+
+    from . import analysis
     from .curves import exact_curves
 
     model, be = _model(a.model), _backend(a.backend)
@@ -161,6 +164,9 @@ def cmd_curves(a):
 
 
 def cmd_aggregate(a):
+    import pandas as pd
+
+    from . import analysis
     losses = analysis.sort_losses(pd.concat([pd.read_parquet(p) for p in a.curves], ignore_index=True))
     summary = analysis.summarize(losses)
     fit = analysis.fit_exponents(summary)
@@ -174,6 +180,8 @@ def cmd_aggregate(a):
 
 
 def cmd_figures(a):
+    import pandas as pd
+
     from . import plotting
 
     losses, summary, fit = (pd.read_parquet(p) for p in (a.losses, a.summary, a.fit))
@@ -183,6 +191,8 @@ def cmd_figures(a):
 
 
 def cmd_ablation_figures(a):
+    import pandas as pd
+
     from . import plotting
 
     summary, fit = pd.read_parquet(a.summary), pd.read_parquet(a.fit)
@@ -192,6 +202,8 @@ def cmd_ablation_figures(a):
 
 
 def cmd_validate(a):
+    import pandas as pd
+
     from . import validation
 
     model, be = _model(a.model), _backend(a.backend)
@@ -215,6 +227,8 @@ def cmd_validate(a):
 
 
 def cmd_validation_figure(a):
+    import pandas as pd
+
     from . import plotting
 
     table, curves, convergence = (pd.read_parquet(p) for p in (a.table, a.curves, a.convergence))
@@ -222,6 +236,7 @@ def cmd_validation_figure(a):
 
 
 def cmd_summary(a):
+    import pandas as pd
     folder = Path(a.folder)
     summary = pd.read_parquet(folder / "summary.parquet")
     fit = pd.read_parquet(folder / "fit.parquet")

@@ -149,6 +149,42 @@ def student_groups(experiment: dict, widths=None) -> dict[str, tuple[Student, li
     return groups
 
 
+def curve_jobs(experiments: dict) -> dict[tuple[str, str], tuple[Student, list[int]]]:
+    """``(experiment, student key) -> (student, teacher sizes)``: one curve job per student
+    draw, for each experiment's plan and its validation widths."""
+    jobs = {}
+    for name, exp in experiments.items():
+        widths = [None]
+        if "validation" in exp:  # the convergence panel's and the sampled check's students
+            widths.append(list(exp["validation"]["convergence_m_st"]) + [exp["validation"]["sampled"]["m_st"]])
+        for w in widths:
+            for key, group in student_groups(exp, w).items():
+                jobs.setdefault((name, key), group)
+    return jobs
+
+
+def teacher_signature(experiment: dict, m_te: int) -> tuple:
+    """What a teacher fit depends on: its concrete model, seed and size."""
+    return spec_json(model_spec(experiment, m_te)), int(experiment["seed"]), int(m_te)
+
+
+def owners(experiments: dict, jobs: dict) -> tuple[dict, dict]:
+    """Which experiment computes each teacher and each curve job: the first one (in config
+    order) with the same inputs, so experiments that overlap (fig2 and width_ablation at
+    16384) share the work. Returns ``{(experiment, m_te): owner}`` and
+    ``{(experiment, student key): owner}``."""
+    first: dict = {}
+    teacher_owner = {(name, int(m)): first.setdefault(("teacher",) + teacher_signature(exp, m), name)
+                     for name, exp in experiments.items() for m in exp["m_te"]}
+    curve_owner = {}
+    for (name, key), (_, sizes) in jobs.items():
+        exp = experiments[name]
+        signature = ("curves", key, tuple(sorted(teacher_signature(exp, m) for m in sizes)),
+                     json.dumps(exp["t"], sort_keys=True))
+        curve_owner[(name, key)] = first.setdefault(signature, name)
+    return teacher_owner, curve_owner
+
+
 SOLVER_DEFAULTS = {"solver": "lanczos", "lanczos": {"tol": 1e-10, "max_steps": 400}, "matrix_free": "auto"}
 
 

@@ -12,7 +12,7 @@ from .krylov import lanczos_curves
 from .solve import losses_from_spectrum, student_spectrum
 
 SOLVERS = ("lanczos", "eigh")
-# Rows of H built per tile in matrix-free mode: bounds the temporaries to TILE_ROWS x M.
+# Rows of H per tile (kernel job, matrix-free mode): memory TILE_ROWS x M, reused.
 TILE_ROWS = 2048
 
 
@@ -30,12 +30,35 @@ def dense_matvec(G, M: int):
     return lambda X: (G @ X) / M
 
 
+def gram_tiles(model, W, tile_rows: int = TILE_ROWS, buffer=None):
+    """``(start, G[start:start + rows])`` for the kernel of the features ``W``, tile by tile
+    in one reused ``buffer`` (each tile is overwritten by the next): fused and in place when
+    the model has ``gram_into``, else from its ``gram``."""
+    xp = array_namespace(W)
+    M = W.shape[0]
+    if buffer is None:
+        buffer = xp.empty((min(tile_rows, M), M))
+    into = getattr(model, "gram_into", None)
+    for start in range(0, M, tile_rows):
+        tile = buffer[: min(tile_rows, M - start)]
+        if into is not None:
+            into(W[start:start + tile_rows], W, tile)
+        else:
+            tile[...] = model.gram(W[start:start + tile_rows], W)
+        yield start, tile
+
+
 def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
     """``X -> H @ X`` with ``H`` built tile by tile from the features, never stored."""
     xp = array_namespace(W)
+    buffer = xp.empty((min(tile_rows, M), M))  # allocated once: every step reuses it
 
     def matvec(X):
-        return xp.concatenate([model.gram(W[s:s + tile_rows], W) @ X for s in range(0, M, tile_rows)]) / M
+        Y = xp.empty((M, X.shape[1]))
+        for start, tile in gram_tiles(model, W, tile_rows, buffer):
+            xp.matmul(tile, X, out=Y[start:start + tile.shape[0]])
+        Y /= M
+        return Y
 
     return matvec
 

@@ -19,7 +19,7 @@ from .seeding import generator, seed_sequence
 from .solve import symmetric_eigh
 
 # Bump when a change alters the sampled-data numbers (the validation rule reruns).
-SAMPLED_VERSION = "2"
+SAMPLED_VERSION = "3"
 
 # Fraction of the stability limit 2 / lam_max used when no step is given: gradient descent
 # runs ahead of gradient flow by about (eta lam)^2 / 2 per step on each mode, so the step is
@@ -52,12 +52,12 @@ EVAL_CHUNK = 8192
 
 def heldout_loss(model, Wx, theta, scale, n_eval, seed_sequence, be) -> np.ndarray:
     """Mean over ``n_eval`` held-out inputs of ``(f_theta - f*)^2``, one value per column of
-    ``theta``; the same inputs at every check of a run (``seed_sequence``)."""
+    ``theta``; the inputs come from ``seed_sequence`` in chunks (memory EVAL_CHUNK x M)."""
     rng = np.random.default_rng(seed_sequence)
     total = np.zeros(theta.shape[1])
     for start in range(0, n_eval, EVAL_CHUNK):
         X = be.asarray(model.sample_inputs(rng, min(EVAL_CHUNK, n_eval - start)))
-        error = model.features(X, Wx) * scale @ theta - model.target(X)[:, None]
+        error = model.features(X, Wx) @ (scale * theta) - model.target(X)[:, None]
         total += to_numpy(be.xp.sum(error * error, axis=0))
     return total / n_eval
 
@@ -67,10 +67,10 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
     """Gradient descent on fresh batches labelled by each teacher ``(U, coef)``; held-out
     loss against ``f*`` at each ``t``.
 
-    All teachers train in lockstep on the same batches: the student feature matrix, the
-    dominant cost, is computed once per step. ``ts`` are rounded to whole steps (the
-    achieved times are returned). A step at or above the stability limit is refused with
-    the largest stable step in the message.
+    All teachers train in lockstep on the same batches, and one matrix product per step
+    gives the features of the student and of every teacher. ``ts`` are rounded to whole
+    steps (the achieved times are returned). A step at or above the stability limit is
+    refused with the largest stable step in the message.
     """
     be = as_backend(backend)
     xp = be.xp
@@ -84,25 +84,39 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
     if runs < 2:
         raise ValueError(f"runs must be >= 2 to estimate a standard error; got {runs}")
     steps = np.unique(np.maximum(np.rint(np.asarray(ts, float) / eta).astype(np.int64), 0))
+    n = len(teachers)
     Wx = be.asarray(W)
-    teachers = [(be.asarray(U), be.asarray(coef)) for U, coef in teachers]
+    # Student and teacher directions stacked: the teachers' labels are the features of
+    # their rows times a block-diagonal matrix of their coefficients.
+    directions = xp.concatenate([Wx] + [be.asarray(U) for U, _ in teachers])
+    label_coef = np.zeros((directions.shape[0] - M, n))
+    offset = 0
+    for i, (U, coef) in enumerate(teachers):
+        label_coef[offset:offset + len(coef), i] = coef
+        offset += len(coef)
+    label_coef = be.asarray(label_coef)
     scale = 1.0 / np.sqrt(M)
-    per_run = np.empty((len(teachers), runs, steps.size))
+    per_run = np.empty((n, runs, steps.size))
     for run in range(runs):
         rng = generator(seed, "inputs", M, run)
-        # Held-out inputs from their own stream; drawn again per check in fixed chunks, so
-        # memory stays EVAL_CHUNK x M whatever n_eval.
-        heldout_seed = seed_sequence(seed, "heldout", M, run)
-        theta = xp.zeros((M, len(teachers)))
+        theta = xp.zeros((M, n))
+        snapshots = []
         done = 0
-        for i, target in enumerate(steps):
+        for target in steps:
             for _ in range(int(target) - done):
                 X = be.asarray(model.sample_inputs(rng, batch))
-                Phi = model.features(X, Wx) * scale
-                labels = xp.stack([model.features(X, U) @ coef for U, coef in teachers], axis=1)
-                theta -= (eta / batch) * (Phi.T @ (Phi @ theta - labels))
+                features = model.features(X, directions)
+                Phi = features[:, :M]  # unscaled; f = scale * Phi @ theta
+                residual = Phi @ theta
+                residual *= scale
+                residual -= features[:, M:] @ label_coef
+                theta -= (eta * scale / batch) * (Phi.T @ residual)
             done = int(target)
-            per_run[:, run, i] = heldout_loss(model, Wx, theta, scale, n_eval, heldout_seed, be)
+            snapshots.append(theta.copy())
+        # Held-out inputs from their own stream, one pass for every time of the run.
+        losses = heldout_loss(model, Wx, xp.concatenate(snapshots, axis=1), scale, n_eval,
+                              seed_sequence(seed, "heldout", M, run), be)
+        per_run[:, run, :] = losses.reshape(steps.size, n).T
     if not np.all(np.isfinite(per_run)):
         raise FloatingPointError(f"sampled training diverged (eta = {eta:.4g}, limit {limit:.4g})")
     return [SampledCurve(ts=steps * eta, losses=r.mean(axis=0), se=r.std(axis=0, ddof=1) / np.sqrt(runs),

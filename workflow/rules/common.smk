@@ -54,14 +54,10 @@ CACHE = "results/cache/{student}"
 SOLVER = rfw2s.config.solver_settings(config)
 MEMORY = rfw2s.config.memory_bytes(BACKEND)
 # (experiment, student key) -> (student, teacher sizes it serves); one curve job each.
-GROUPS = {}
-for _name, _exp in EXPERIMENTS.items():
-    _widths = [None]
-    if "validation" in _exp:  # the convergence panel's widths join the shared cache
-        _widths.append(_exp["validation"]["convergence_m_st"] + [_exp["validation"]["sampled"]["m_st"]])
-    for _w in _widths:
-        for _key, _group in rfw2s.config.student_groups(_exp, _w).items():
-            GROUPS[(_name, _key)] = _group
+GROUPS = rfw2s.config.curve_jobs(EXPERIMENTS)
+# Teachers and curve jobs with the same inputs in several experiments are computed once,
+# under the first of them (their files are read from there).
+TEACHER_OWNER, CURVE_OWNER = rfw2s.config.owners(EXPERIMENTS, GROUPS)
 STUDENTS = {key: group[0] for (_, key), group in GROUPS.items()}
 OPERATOR = {key: rfw2s.config.operator(s, SOLVER, MEMORY) for key, s in STUDENTS.items()}
 ABLATIONS = [n for n, e in EXPERIMENTS.items() if rfw2s.config.is_ablation(e)]
@@ -147,8 +143,12 @@ def operator_args(key, input):
 def curve_inputs(wc):
     _, teachers = GROUPS[(wc.experiment, wc.student)]
     inputs = operator_inputs(wc.student, wc.replicate)
-    inputs["teachers"] = [f"results/{wc.experiment}/teachers/m{m}_r{wc.replicate}.npz" for m in teachers]
+    inputs["teachers"] = [teacher_file(wc.experiment, m, wc.replicate) for m in teachers]
     return inputs
+
+
+def teacher_file(experiment, m_te, replicate):
+    return f"results/{TEACHER_OWNER[(experiment, int(m_te))]}/teachers/m{m_te}_r{replicate}.npz"
 
 
 def curve_files(experiment, widths=None):
@@ -156,16 +156,13 @@ def curve_files(experiment, widths=None):
     other student ``widths``."""
     exp = EXPERIMENTS[experiment]
     keys = rfw2s.config.student_groups(exp, widths)
-    return [f"results/{experiment}/curves/{key}_r{r}.parquet" for key in keys for r in range(exp["replicates"])]
+    return [f"results/{CURVE_OWNER[(experiment, key)]}/curves/{key}_r{r}.parquet"
+            for key in keys for r in range(exp["replicates"])]
 
 
 def teacher_files(experiment):
     exp = EXPERIMENTS[experiment]
-    return [
-        f"results/{experiment}/teachers/m{m_te}_r{r}.npz"
-        for m_te in exp["m_te"]
-        for r in range(exp["replicates"])
-    ]
+    return [teacher_file(experiment, m_te, r) for m_te in exp["m_te"] for r in range(exp["replicates"])]
 
 
 def all_outputs():

@@ -29,10 +29,52 @@ def kappa(rho, d: int):
     ``(sin th + (pi - th) cos th) / (2 pi d)`` with ``th = arccos(rho)``; ``kappa(1) = 1/(2d)``.
     """
     xp = array_namespace(rho)
-    rho = xp.clip(rho, -1.0, 1.0)
-    theta = xp.arccos(rho)
-    # sqrt(1 - rho^2) rather than sin(arccos(rho)): same value, one transcendental fewer.
-    return (xp.sqrt(1.0 - rho * rho) + (math.pi - theta) * rho) / (2.0 * math.pi * d)
+    return kappa_into(xp.array(rho, dtype=xp.float64, copy=True), d)
+
+
+# Elements per pass on the CPU: the temporaries stay in cache (a fused kernel by hand).
+_CHUNK = 1 << 15
+_CUDA_KAPPA = None
+
+
+def kappa_into(R, d: int):
+    """:func:`kappa` of every element of ``R`` (float64), in place: no matrix-sized
+    temporaries, so tiles of the kernel cost their arithmetic, not allocations.
+
+    ``sqrt((1 - rho)(1 + rho)) + rho * arccos(-rho)``: the same function, written so that
+    nothing cancels near ``rho = -1`` (within 3 ulps of 40-digit values; ``pi - th`` and
+    ``1 - rho^2`` there lose 4e-16); ``rho`` is clipped to [-1, 1] against round-off in
+    the inner products. On CuPy one fused kernel.
+    """
+    xp = array_namespace(R)
+    if R.dtype != xp.float64 or not R.flags.c_contiguous:
+        raise ValueError(f"kappa_into needs a C-contiguous float64 array; got {R.dtype}, "
+                         f"contiguous={R.flags.c_contiguous}")
+    scale = 1.0 / (2.0 * math.pi * d)
+    if xp.__name__ == "cupy":
+        global _CUDA_KAPPA
+        if _CUDA_KAPPA is None:
+            _CUDA_KAPPA = xp.ElementwiseKernel(
+                "float64 r, float64 scale", "float64 k",
+                "double x = fmin(1.0, fmax(-1.0, r)); k = (sqrt((1.0 - x) * (1.0 + x)) + x * acos(-x)) * scale;",
+                "rfw2s_relu_kappa")
+        return _CUDA_KAPPA(R, scale, R)
+    flat = R.reshape(-1)  # a view, R being contiguous
+    work = np.empty((2, min(_CHUNK, flat.size)))
+    for start in range(0, flat.size, _CHUNK):
+        r = flat[start:start + _CHUNK]
+        w, v = work[0, :r.size], work[1, :r.size]
+        np.clip(r, -1.0, 1.0, out=r)
+        np.negative(r, out=w)
+        np.arccos(w, out=w)
+        w *= r
+        np.subtract(1.0, r, out=v)
+        r += 1.0
+        r *= v
+        np.sqrt(r, out=r)
+        r += w
+        r *= scale
+    return R
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,7 +89,14 @@ class ReluSphere:
     # --- population moments (SPEC section 2 notation) ---------------------------
     def gram(self, A, B):
         """``G[i, j] = E_x[phi(x; a_i) phi(x; b_j)]`` for feature directions as rows."""
-        return kappa(A @ B.T, self.d)
+        return kappa_into(A @ B.T, self.d)
+
+    def gram_into(self, A, B, out):
+        """:meth:`gram` written into ``out`` (a contiguous tile): one matrix product and the
+        in-place kernel, nothing else allocated."""
+        xp = array_namespace(A, B)
+        xp.matmul(A, B.T, out=out)
+        return kappa_into(out, self.d)
 
     def target_moments(self, A):
         """``m[j] = E_x[phi(x; a_j) f*(x)] = <a_j, beta> / (2d)``."""
