@@ -26,5 +26,19 @@ include: "workflow/rules/validation.smk"
 
 rule all:
     input:
-        all_outputs(),
+        all_outputs(EXPERIMENTS),
     default_target: True
+
+
+# One target per experiment: `snakemake --cores 1 --resources gpu=1 fig2` runs fig2 alone.
+_RULE_NAMES = {r.name for r in workflow.rules}
+for _name in EXPERIMENTS:
+    if _name in _RULE_NAMES:
+        raise ValueError(f"config: experiment name {_name!r} is also the name of a workflow rule; "
+                         f"rename the experiment (rules: {', '.join(sorted(_RULE_NAMES))})")
+
+    rule:
+        name:
+            _name
+        input:
+            all_outputs([_name]),

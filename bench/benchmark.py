@@ -27,13 +27,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 
 TEACHERS = (16, 32, 64, 128, 256)
+# FP64 operations per kernel element (clip, sqrt, acos, products): acos alone is a
+# range-reduced polynomial of ~20 fused operations in CUDA's libdevice.
+KAPPA_FLOPS = 40
+
+
+def arithmetic_floor_s(M: int, d: int, lanes: int, steps: int, gemm_tflops: float, vector_tflops: float) -> float:
+    """Seconds a matrix-free Lanczos run cannot beat on a device with these FP64 peaks: each
+    step rebuilds all M^2 kernel entries (inner products, 2 M^2 d, on the matrix units; the
+    kernel function, KAPPA_FLOPS M^2, on the vector units) and multiplies them by the lane
+    block (2 M^2 lanes). Memory traffic is not counted: tiles are consumed where they are built."""
+    gemm = 2.0 * M * M * (d + lanes) / (gemm_tflops * 1e12)
+    vector = KAPPA_FLOPS * M * M / (vector_tflops * 1e12)
+    return steps * (gemm + vector)
 
 
 def _peak_host_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, queue) -> None:
+def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, queue) -> None:
     from rfw2s import backend as backends
     from rfw2s.curves import exact_curves
     from rfw2s.models import relu_sphere
@@ -73,6 +86,9 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, queue) 
     if M <= matrix_free_max:
         free = timed("matrix_free_s", lambda: exact_curves(model, W, fits, ts, backend=be))
         row["matrix_free_steps"] = free.steps
+        if peaks is not None:
+            row["floor_s"] = arithmetic_floor_s(M, model.d, 3 * len(TEACHERS), free.steps, *peaks)
+            row["over_floor"] = row["matrix_free_s"] / row["floor_s"]
         if reference is not None:
             row["matrix_free_vs_eigh"] = float(np.max(np.abs(free.losses / reference - 1)))
     row["peak_host_MiB"] = _peak_host_mib()
@@ -119,7 +135,8 @@ def _sampled_versus_exact(backend: str, M: int) -> dict:
 
 
 COLUMNS = ["backend", "M_ST", "draw_s", "teachers_s", "kernel_s", "eigh_curves_s", "lanczos_s", "lanczos_steps",
-           "lanczos_vs_eigh", "matrix_free_s", "matrix_free_steps", "matrix_free_vs_eigh", "peak_host_MiB",
+           "lanczos_vs_eigh", "matrix_free_s", "matrix_free_steps", "matrix_free_vs_eigh", "floor_s", "over_floor",
+           "peak_host_MiB",
            "peak_gpu_MiB"]
 
 
@@ -142,6 +159,9 @@ def main() -> None:
     p.add_argument("--eigh-max", type=int, default=8192, help="largest size for the dense eigh reference")
     p.add_argument("--matrix-free-max", type=int, default=16384, help="largest size run matrix-free")
     p.add_argument("--sampled", type=int, default=0, help="M_ST for the sampled-vs-exact comparison (0: skip)")
+    p.add_argument("--peak-tflops", type=float, nargs=2, metavar=("MATRIX", "VECTOR"),
+                   help="the device's FP64 peaks (matrix units, vector units) for the matrix-free arithmetic "
+                        "floor, e.g. 67 34 for an H100/H200 SXM (datasheet)")
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     a = p.parse_args()
 
@@ -151,7 +171,8 @@ def main() -> None:
     rows = []
     for M in a.sizes:
         queue = ctx.Queue()
-        proc = ctx.Process(target=_one_size, args=(a.backend, M, a.eigh_max, a.matrix_free_max, queue))
+        proc = ctx.Process(target=_one_size, args=(a.backend, M, a.eigh_max, a.matrix_free_max, a.peak_tflops,
+                                                          queue))
         proc.start()
         proc.join()
         if proc.exitcode != 0:
@@ -164,6 +185,10 @@ def main() -> None:
               f"{os.cpu_count()} CPU cores",
               "", f"`{' '.join(sys.argv)}`; versions: {json.dumps(backends.versions())}", ""]
     report += [_markdown(rows), ""] if rows else []
+    if a.peak_tflops:
+        report += [f"floor_s: the arithmetic floor of the matrix-free run (bench/benchmark.py "
+                   f"arithmetic_floor_s) at FP64 peaks of {a.peak_tflops[0]:g} (matrix) and {a.peak_tflops[1]:g} "
+                   f"(vector) TFLOP/s, {KAPPA_FLOPS} operations per kernel element; over_floor = measured / floor.", ""]
     if a.sampled:
         s = _sampled_versus_exact(a.backend, a.sampled)
         print(json.dumps(s), flush=True)

@@ -57,6 +57,8 @@ BAD_CONFIGS = {
     "unknown backend": (_set(("backend",), "tpu"), "backend"),
     "missing seed": (_delete(EXP + ("seed",)), "seed"),
     "no experiments": (_set(("experiments",), {}), "experiments"),
+    "experiment named like a rule": (lambda c: c["experiments"].update(curves=c["experiments"].pop("tiny_model23")),
+                                     "experiment name 'curves' is also the name of a workflow rule"),
 }
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from rfw2s.models import make_model, relu_sphere
+from rfw2s.backend import as_backend, to_numpy
 from rfw2s.curves import gram_tiles
 from rfw2s.models.relu_sphere import kappa, kappa_into
 from rfw2s.seeding import seed_sequence
@@ -56,11 +57,14 @@ def test_fused_kappa_matches_40_digit_values():
 
 @pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),
                                         ("linear_spiked", {"d": 9, "k": 2, "eps": 0.1, "target": "first"})])
-def test_kernel_tiles_reproduce_the_gram_matrix(name, spec):
-    # relu_sphere fills its tiles in place (gram_into); linear_spiked goes through gram.
+def test_kernel_tiles_reproduce_the_gram_matrix(name, spec, backend):
+    # relu_sphere fills its tiles in place (gram_into; one fused kernel on CuPy);
+    # linear_spiked goes through gram.
+    be = as_backend(backend)
     model = make_model(name, **spec)
     W = model.sample_features(seed_sequence(0, "student", 37, 0), 37)
-    tiles = {start: tile.copy() for start, tile in gram_tiles(model, W, tile_rows=8)}
+    # Copies: each tile is overwritten by the next.
+    tiles = {start: np.array(to_numpy(tile)) for start, tile in gram_tiles(model, be.asarray(W), tile_rows=8)}
     assert sorted(tiles) == [0, 8, 16, 24, 32] and tiles[32].shape == (5, 37)
     assert np.allclose(np.concatenate([tiles[s] for s in sorted(tiles)]), model.gram(W, W), rtol=1e-14, atol=0)
 

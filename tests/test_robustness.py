@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfw2s.artifacts import DamagedArtifact, load_npy, save_npy
+from rfw2s.artifacts import DamagedArtifact, load_npy, npy_rows, save_npy
 from workflow_helpers import REPO, write_config
 
 pytestmark = pytest.mark.workflow
@@ -115,6 +115,21 @@ def test_sidecar_catches_a_swapped_matrix(tmp_path):
     np.save(tmp_path / "bare.npy", np.eye(2))
     with pytest.raises(DamagedArtifact, match="has no record"):
         load_npy(tmp_path / "bare.npy")
+
+
+def test_a_matrix_written_by_row_blocks_loads_and_checks_and_an_incomplete_one_never_lands(tmp_path):
+    G = np.arange(35.0).reshape(7, 5)
+    path = tmp_path / "G.npy"
+    with npy_rows(path, G.shape, {"by": "blocks"}) as write:
+        for start in range(0, 7, 3):
+            write(G[start:start + 3])
+    assert np.array_equal(load_npy(path), G)  # the checksum taken while writing matches
+    with pytest.raises(ValueError, match="6 of 7 rows written"), npy_rows(tmp_path / "short.npy", (7, 5)) as write:
+        write(G[:6])
+    with pytest.raises(ValueError, match="do not fit the remaining 1 rows"), npy_rows(tmp_path / "long.npy", (7, 5)) as write:
+        write(G[:6])
+        write(G[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["G.npy", "G.npy.meta.json"]
 
 
 def test_kernel_job_refuses_when_the_disk_cannot_hold_the_matrix(tmp_path, monkeypatch):

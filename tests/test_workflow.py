@@ -136,6 +136,14 @@ def test_the_ablation_shares_kernels_teachers_and_curves(tmp_path):
     assert plan_other["curves"] == plan_alone["curves"] + 2 * 2  # two widths, two replicates
 
 
+def test_one_experiment_runs_alone_by_its_name(tmp_path):
+    config = write_config(tmp_path, load_tiny())
+    alone = planned_jobs(tmp_path, config, "tiny_model23")
+    assert alone["tiny_model23"] == 1 and alone["aggregate"] == 1 and alone["figures"] == 1
+    assert "validation" not in alone and "all" not in alone
+    assert alone["curves"] == 3 * 2  # three teachers (each its own M_ST = 2 d), two replicates
+
+
 def test_model23_curves_and_near_quadratic_improvement(tiny_run):
     workdir, _, config = tiny_run
     out = workdir / "results" / "tiny_model23"

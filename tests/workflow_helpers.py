@@ -34,9 +34,9 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -
     return proc
 
 
-def planned_jobs(workdir: Path, configfile: Path) -> dict[str, int]:
+def planned_jobs(workdir: Path, configfile: Path, *targets: str) -> dict[str, int]:
     """Rule -> job count that a dry run would execute (empty when nothing is stale)."""
-    proc = snakemake(workdir, configfile, "--dry-run")
+    proc = snakemake(workdir, configfile, "--dry-run", *targets)
     text = proc.stdout + proc.stderr
     match = re.search(r"Job stats:\njob\s+count\n[-\s]+\n(.*?)\ntotal", text, re.S)
     if match is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -56,35 +57,55 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _write_sidecar(npy_tmp, path, array_like, params) -> Path:
-    record = {"file": Path(path).name, "shape": list(array_like.shape), "dtype": str(array_like.dtype),
-              "sha256": _sha256(npy_tmp), "params": params or {}}
+def _write_sidecar(npy_tmp, path, shape, dtype, sha256: str, params) -> Path:
+    record = {"file": Path(path).name, "shape": list(shape), "dtype": str(dtype), "sha256": sha256,
+              "params": params or {}}
     side_tmp = Path(f"{npy_tmp}.meta")
     side_tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
     return side_tmp
 
 
-@contextlib.contextmanager
-def npy_with_sidecar(path, params=None):
-    """Yield a temporary ``.npy`` path; on success record its shape, dtype and checksum in
-    ``<path>.meta.json`` and move both into place (the matrix first: a crash in between
-    leaves a matrix whose record disagrees, which :func:`load_npy` refuses)."""
-    with atomic_path(path) as tmp:
-        yield tmp
-        array = np.load(tmp, mmap_mode="r", allow_pickle=False)
-        side_tmp = _write_sidecar(tmp, path, array, params)
-        del array
-    os.replace(side_tmp, sidecar_path(path))
-
-
 def save_npy(path, array, params=None) -> None:
-    with npy_with_sidecar(path, params) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(array), allow_pickle=False)
+    """Write ``array`` as ``.npy`` and record its shape, dtype and checksum in
+    ``<path>.meta.json``; both move into place only when complete (the matrix first: a
+    crash in between leaves a matrix whose record disagrees, which :func:`load_npy`
+    refuses)."""
+    array = np.asarray(array)
+    with npy_rows(path, array.shape, params, array.dtype) as write:
+        write(array)
 
 
-def open_npy_for_writing(tmp_path, shape, dtype=np.float64):
-    """A writable memory map in ``.npy`` format, to fill block by block (large matrices)."""
-    return np.lib.format.open_memmap(tmp_path, mode="w+", dtype=dtype, shape=tuple(shape))
+@contextlib.contextmanager
+def npy_rows(path, shape, params=None, dtype=np.float64):
+    """Yield ``write(block)``, which appends row blocks of a ``shape`` array in order (a
+    large matrix built tile by tile); the checksum is taken as the bytes go out, so the
+    file is never read back. Fewer rows than ``shape[0]`` in the end is an error."""
+    dtype = np.dtype(dtype)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": tuple(shape)})
+    digest = hashlib.sha256(header.getvalue())
+    rows = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header.getvalue())
+
+            def write(block):
+                nonlocal rows
+                block = np.ascontiguousarray(block, dtype=dtype)
+                if block.shape[1:] != tuple(shape[1:]) or rows + len(block) > shape[0]:
+                    raise ValueError(f"{path}: rows of shape {block.shape} do not fit the remaining "
+                                     f"{shape[0] - rows} rows of a {tuple(shape)} array")
+                data = memoryview(block).cast("B")
+                fh.write(data)
+                digest.update(data)
+                rows += len(block)
+
+            yield write
+        if rows != shape[0]:
+            raise ValueError(f"{path}: {rows} of {shape[0]} rows written")
+        side_tmp = _write_sidecar(tmp, path, shape, dtype, digest.hexdigest(), params)
+    os.replace(side_tmp, sidecar_path(path))
 
 
 def load_npy(path, mmap: bool = True) -> np.ndarray:

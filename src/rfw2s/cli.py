@@ -67,12 +67,9 @@ def cmd_kernel(a):
     resources.ensure_disk(a.out, 8 * M * M + 128, f"the {M} x {M} kernel matrix")
     resources.ensure_memory(config.memory_needed(M, W.shape[1], "matrix_free", 0, 0), be.name, "a kernel block")
     Wx = be.asarray(W)
-    with step("kernel", be), artifacts.npy_with_sidecar(a.out, {"model": json.loads(a.model), "draw": a.draw}) as tmp:
-        G = artifacts.open_npy_for_writing(tmp, (M, M))
-        for start, tile in gram_tiles(model, Wx):  # the matrix-free solver's tiles, here stored
-            G[start:start + tile.shape[0]] = backends.to_numpy(tile)
-        G.flush()
-        del G
+    with step("kernel", be), artifacts.npy_rows(a.out, (M, M), {"model": json.loads(a.model), "draw": a.draw}) as write:
+        for _, tile in gram_tiles(model, Wx):  # the matrix-free solver's tiles, here stored
+            write(backends.to_numpy(tile))
 
 
 def cmd_eigh(a):

@@ -165,9 +165,10 @@ def teacher_files(experiment):
     return [teacher_file(experiment, m_te, r) for m_te in exp["m_te"] for r in range(exp["replicates"])]
 
 
-def all_outputs():
+def all_outputs(names):
     out = []
-    for name, exp in EXPERIMENTS.items():
+    for name in names:
+        exp = EXPERIMENTS[name]
         validated = ["validation"] if "validation" in exp else []
         figures = ["ablation_heatmap", "ablation_exponent"] if name in ABLATIONS else ["fig2a", "fig2b"]
         out += [f"results/{name}/{t}.parquet" for t in ["losses", "summary", "fit"] + validated]

@@ -54,11 +54,13 @@ def kappa_into(R, d: int):
     if xp.__name__ == "cupy":
         global _CUDA_KAPPA
         if _CUDA_KAPPA is None:
+            # ``k`` is read and written in place (an output parameter, like ``y += x``).
             _CUDA_KAPPA = xp.ElementwiseKernel(
-                "float64 r, float64 scale", "float64 k",
-                "double x = fmin(1.0, fmax(-1.0, r)); k = (sqrt((1.0 - x) * (1.0 + x)) + x * acos(-x)) * scale;",
+                "float64 scale", "float64 k",
+                "double x = fmin(1.0, fmax(-1.0, k)); k = (sqrt((1.0 - x) * (1.0 + x)) + x * acos(-x)) * scale;",
                 "rfw2s_relu_kappa")
-        return _CUDA_KAPPA(R, scale, R)
+        _CUDA_KAPPA(scale, R)
+        return R
     flat = R.reshape(-1)  # a view, R being contiguous
     work = np.empty((2, min(_CHUNK, flat.size)))
     for start in range(0, flat.size, _CHUNK):
