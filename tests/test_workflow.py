@@ -166,8 +166,12 @@ def test_changing_the_time_grid_reruns_only_curves_tables_and_figures(tiny_run):
     widths = {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
     n_curves = exp["replicates"] * len(widths)  # one curve job per student draw
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["t"].update(num=80))
-    assert plan == {"curves": n_curves, "aggregate": 1, "figures": 1, "validation": 1, "validation_figure": 1,
-                    "all": 1}
+    # tiny_ablation read tiny's curves (same times); with the old times kept, it now needs
+    # its own: one per draw of its two widths, and its table and figures follow.
+    ablation = tiny_run[2]["experiments"]["tiny_ablation"]
+    n_ablation = ablation["replicates"] * len(ablation["m_st"])
+    assert plan == {"curves": n_curves + n_ablation, "aggregate": 2, "figures": 1, "ablation_figures": 1,
+                    "validation": 1, "validation_figure": 1, "all": 1}
 
 
 def test_changing_a_plot_setting_reruns_only_figures(tiny_run):
@@ -179,8 +183,12 @@ def test_adding_a_teacher_size_reuses_every_kernel_and_eigendecomposition(tiny_r
     exp = tiny_run[2]["experiments"]["tiny"]
     reps, widths = exp["replicates"], {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["m_te"].append(64))
-    assert plan == {"teacher": reps, "curves": reps * len(widths), "aggregate": 1, "figures": 1, "validation": 1,
-                    "validation_figure": 1, "all": 1}
+    # tiny_ablation keeps its three teachers (still tiny's files) but no longer shares
+    # tiny's curve jobs, which now serve four: its own, one per draw of its two widths.
+    ablation = tiny_run[2]["experiments"]["tiny_ablation"]
+    n_ablation = ablation["replicates"] * len(ablation["m_st"])
+    assert plan == {"teacher": reps, "curves": reps * len(widths) + n_ablation, "aggregate": 2, "figures": 1,
+                    "ablation_figures": 1, "validation": 1, "validation_figure": 1, "all": 1}
 
 
 def test_summary_command_prints_the_table_for_a_person(tiny_run):
