@@ -37,6 +37,7 @@ BAD_CONFIGS = {
     "student beyond LAPACK's eigh": (lambda c: (c.update(solver="eigh"), _set(EXP + ("m_st",), 40000)(c)),
                                      "LAPACK"),
     "unknown solver": (_set(("solver",), "cholesky"), "solver"),
+    "unknown kernel cache choice": (_set(("kernel_cache",), "sometimes"), "kernel_cache"),
     "teacher sizes not a list": (_set(EXP + ("m_te",), 16), "m_te"),
     "time grid without num": (_set(EXP + ("t",), {"min": 1.0, "max": 10.0}), "'num' is a required property"),
     "one sampled run": (lambda c: c["experiments"]["tiny"]["validation"]["sampled"].update(runs=1), "runs"),
@@ -126,3 +127,19 @@ def test_a_student_width_listed_twice_trains_each_teacher_once():
     exp = load_tiny()["experiments"]["tiny"]
     groups = student_groups(exp, [256, 1024, 256])
     assert [sorted(t) for _, t in groups.values()] == [sorted(exp["m_te"])] * 2
+
+
+@pytest.mark.parametrize("settings, backend, memory, how", [
+    ({}, "numpy", 1 << 40, "dense"),  # the CPU caches the kernel
+    ({}, "cupy", 1 << 40, "built"),  # a GPU builds it in the curve job
+    ({"kernel_cache": "always"}, "cupy", 1 << 40, "dense"),
+    ({"kernel_cache": "never"}, "numpy", 1 << 40, "built"),
+    ({}, "numpy", 8 * 1024**2, "matrix_free"),  # the kernel would take all the memory
+    ({"matrix_free": "always"}, "numpy", 1 << 40, "matrix_free"),
+    ({"solver": "eigh", "kernel_cache": "never"}, "numpy", 1 << 40, "eigh"),
+])
+def test_how_the_curve_job_reaches_the_kernel(settings, backend, memory, how):
+    from rfw2s.config import operator, solver_settings, student
+
+    s = student(load_tiny()["experiments"]["tiny"], 8, 1024)
+    assert operator(s, solver_settings(settings), memory, backend) == how

@@ -144,6 +144,24 @@ def test_one_experiment_runs_alone_by_its_name(tmp_path):
     assert alone["curves"] == 3 * 2  # three teachers (each its own M_ST = 2 d), two replicates
 
 
+@pytest.mark.parametrize("setting, solver", [({"kernel_cache": "never"}, "lanczos"),
+                                             ({"matrix_free": "always"}, "lanczos-matrix-free")])
+def test_a_kernel_built_in_the_job_or_tile_by_tile_gives_the_cached_kernels_curves(tiny_run, tmp_path, setting,
+                                                                                  solver):
+    workdir, _, config = tiny_run
+    variant = {k: v for k, v in config.items() if k != "experiments"} | setting
+    exp = copy.deepcopy(config["experiments"]["tiny"])
+    del exp["validation"]
+    variant["experiments"] = {"tiny": exp}
+    configfile = write_config(tmp_path, variant)
+    assert "kernel" not in planned_jobs(tmp_path, configfile)  # no kernel cached
+    snakemake(tmp_path, configfile)
+    ours = pd.read_parquet(tmp_path / "results" / "tiny" / "losses.parquet")
+    cached = pd.read_parquet(workdir / "results" / "tiny" / "losses.parquet")
+    assert set(ours["solver"]) == {solver} and (ours["achieved_tol"] <= 1e-10).all()
+    np.testing.assert_allclose(ours["L_ST"], cached["L_ST"], rtol=1e-9, atol=0)  # both within 1e-10
+
+
 def test_model23_curves_and_near_quadratic_improvement(tiny_run):
     workdir, _, config = tiny_run
     out = workdir / "results" / "tiny_model23"

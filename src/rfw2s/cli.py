@@ -94,7 +94,9 @@ def cmd_eigh(a):
 
 
 def cmd_teacher(a):
-    model, be = _model(a.model), _backend(a.backend)
+    # A fit is at most M_TE x M_TE: under `auto` it stays on NumPy, sparing the job the
+    # GPU's start-up (CuPy import, CUDA context), which would cost more than the fit.
+    model, be = _model(a.model), _backend("numpy" if a.backend == "auto" else a.backend)
     U = model.sample_features(seeding.seed_sequence(a.seed, "teacher", a.m_te, a.replicate), a.m_te)
     with step(f"teacher fit M_TE={a.m_te}", be):
         fit = solve.fit_teacher(model, U, backend=be)
@@ -102,8 +104,11 @@ def cmd_teacher(a):
     artifacts.save_npz(a.out, features=U, coef=fit.coef, loss=np.float64(fit.loss), rank=np.int64(fit.rank))
 
 
-def _solve_options(a) -> dict:
-    """Solver and operator arguments -> keyword arguments of :func:`rfw2s.curves.exact_curves`."""
+def _solve_options(a, model, W, be) -> dict:
+    """Solver and operator arguments -> keyword arguments of :func:`rfw2s.curves.exact_curves`
+    for the student ``W``."""
+    from .curves import gram_matrix
+
     if bool(a.eigvals) != (a.solver == "eigh") or bool(a.eigvals) != bool(a.eigvecs):
         raise SystemExit("--eigvals and --eigvecs go together, and with --solver eigh only")
     options = {"solver": a.solver, "tol": a.tol, "max_steps": a.max_steps}
@@ -111,6 +116,9 @@ def _solve_options(a) -> dict:
         options["spectrum"] = (artifacts.load_npy(a.eigvals), artifacts.load_npy(a.eigvecs))
     elif a.gram:
         options["gram"] = artifacts.load_npy(a.gram)
+    elif a.build_kernel:
+        with step(f"kernel built in memory: M_ST={W.shape[0]}", be):
+            options["gram"] = gram_matrix(model, be.asarray(W))
     return options
 
 
@@ -124,12 +132,12 @@ def cmd_curves(a):
     ts = config.time_grid({"min": a.t_min, "max": a.t_max, "num": a.t_num})
     teachers = [artifacts.load_npz(p) for p in a.teachers]
     W = artifacts.load_npy(a.student, mmap=False)
-    how = "eigh" if a.eigvals else "dense" if a.gram else "matrix_free"
+    how = "eigh" if a.eigvals else "dense" if a.gram or a.build_kernel else "matrix_free"
     # The eigenvectors are read, not computed, here: one M x M matrix, not eigh's peak.
     need = (8 * W.shape[0] ** 2 if how == "eigh" else
             config.memory_needed(W.shape[0], W.shape[1], how, len(teachers), a.max_steps))
     resources.ensure_memory(need, be.name, f"{a.solver} curves at M_ST = {W.shape[0]}")
-    options = _solve_options(a)
+    options = _solve_options(a, model, W, be)
     with step(f"{a.solver} curves: M_ST={W.shape[0]}, {len(teachers)} teachers, {ts.size} times", be):
         result = exact_curves(model, W, [(t["features"], t["coef"]) for t in teachers], ts, backend=be, **options)
     if result.converged:
@@ -212,9 +220,11 @@ def cmd_validate(a):
             t = artifacts.load_npz(path)
             teachers[int(t["coef"].size)] = (t["features"], t["coef"], float(t["loss"]))
     convergence = validation.convergence_table(pd.concat([pd.read_parquet(p) for p in a.convergence]))
+    W = artifacts.load_npy(a.student, mmap=False)
+    options = _solve_options(a, model, W, be)
     with step("sampled-data training", be):
-        curves = validation.sampled_comparison(model, artifacts.load_npy(a.student, mmap=False), teachers,
-                                               settings["sampled"], a.seed, backend=be, **_solve_options(a))
+        curves = validation.sampled_comparison(model, W, teachers, settings["sampled"], a.seed, backend=be,
+                                               **options)
     table = validation.disagreements(losses, curves)
     meta = _metadata(be, settings=settings)
     artifacts.save_parquet(a.out_table, table, meta)
@@ -296,6 +306,7 @@ def _parser() -> argparse.ArgumentParser:
         how = s.add_mutually_exclusive_group(required=True)
         how.add_argument("--eigvals", help="cached eigenvalues (with --eigvecs): solver eigh")
         how.add_argument("--gram", help="cached kernel matrix: Lanczos on the stored matrix")
+        how.add_argument("--build-kernel", action="store_true", help="Lanczos on the kernel built here, not cached")
         how.add_argument("--matrix-free", action="store_true", help="Lanczos on kernel tiles built on the fly")
         s.add_argument("--eigvecs")
 

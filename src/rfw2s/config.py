@@ -185,7 +185,8 @@ def owners(experiments: dict, jobs: dict) -> tuple[dict, dict]:
     return teacher_owner, curve_owner
 
 
-SOLVER_DEFAULTS = {"solver": "lanczos", "lanczos": {"tol": 1e-10, "max_steps": 400}, "matrix_free": "auto"}
+SOLVER_DEFAULTS = {"solver": "lanczos", "lanczos": {"tol": 1e-10, "max_steps": 400}, "matrix_free": "auto",
+                   "kernel_cache": "auto"}
 
 
 def solver_settings(config: dict) -> dict:
@@ -194,26 +195,30 @@ def solver_settings(config: dict) -> dict:
     return settings
 
 
-def operator(s: Student, settings: dict, memory: int) -> str:
+def operator(s: Student, settings: dict, memory: int, backend: str = "numpy") -> str:
     """How the curve job reaches ``H``: ``eigh`` (cached eigendecomposition), ``dense``
-    (cached kernel, Lanczos) or ``matrix_free`` (Lanczos on tiles; chosen automatically
-    when the kernel would take more than half of ``memory``)."""
+    (Lanczos on the cached kernel), ``built`` (Lanczos on the kernel built in the job, not
+    cached) or ``matrix_free`` (Lanczos on tiles; chosen automatically when the kernel would
+    take more than half of ``memory``). ``kernel_cache: auto`` caches on the CPU; on a GPU
+    building the kernel (0.012 s at 16384 on an H200) costs far less than writing and
+    reading its file (2 GiB at 16384)."""
     if settings["solver"] == "eigh":
         return "eigh"
     choice = settings["matrix_free"]
     if choice == "always" or (choice == "auto" and 8 * s.m_st**2 > memory / 2):
         return "matrix_free"
-    return "dense"
+    cache = settings["kernel_cache"]
+    return "dense" if cache == "always" or (cache == "auto" and backend != "cupy") else "built"
 
 
 def memory_needed(M: int, d: int, how: str, n_teachers: int, max_steps: int) -> int:
     """Peak bytes (estimate, float64) of the heaviest job of an ``M``-wide student in
-    dimension ``d`` solved as ``how`` (``eigh``, ``dense`` or ``matrix_free``)."""
+    dimension ``d`` solved as ``how`` (``eigh``, ``dense``, ``built`` or ``matrix_free``)."""
     features = 8 * M * d
     krylov = 8 * max_steps * M * 3 * n_teachers if how != "eigh" else 0
     if how == "eigh":
         return DENSE_EIGH_MATRICES * 8 * M**2 + features
-    if how == "dense":
+    if how in ("dense", "built"):
         return 8 * M**2 + krylov + features
     from .curves import TILE_ROWS
 
@@ -277,7 +282,7 @@ def check(config: dict, backend: str = "numpy", memory: int | None = None) -> No
             problems.append(f"{key}.m_te: every teacher size must be smaller than m_st = "
                             f"{widths[0] if len(widths) == 1 else widths}; got {too_big}")
         for s, teachers in student_groups(exp).values():
-            how = operator(s, settings, memory)
+            how = operator(s, settings, memory, backend)
             need = memory_needed(s.m_st, s.spec.get("d", 0), how, len(teachers), settings["lanczos"]["max_steps"])
             if how == "eigh" and backend == "numpy" and s.m_st > NUMPY_EIGH_MAX_N:
                 problems.append(f"{key}: student width {s.m_st} exceeds LAPACK's dense eigh limit on the CPU "

@@ -48,6 +48,15 @@ def gram_tiles(model, W, tile_rows: int = TILE_ROWS, buffer=None):
         yield start, tile
 
 
+def gram_matrix(model, W):
+    """The whole kernel of the features ``W`` (rows), built as one tile."""
+    xp = array_namespace(W)
+    G = xp.empty((W.shape[0], W.shape[0]))
+    for _ in gram_tiles(model, W, W.shape[0], G):
+        pass
+    return G
+
+
 def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
     """``X -> H @ X`` with ``H`` built tile by tile from the features, never stored."""
     xp = array_namespace(W)

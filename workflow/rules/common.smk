@@ -59,7 +59,7 @@ GROUPS = rfw2s.config.curve_jobs(EXPERIMENTS)
 # under the first of them (their files are read from there).
 TEACHER_OWNER, CURVE_OWNER = rfw2s.config.owners(EXPERIMENTS, GROUPS)
 STUDENTS = {key: group[0] for (_, key), group in GROUPS.items()}
-OPERATOR = {key: rfw2s.config.operator(s, SOLVER, MEMORY) for key, s in STUDENTS.items()}
+OPERATOR = {key: rfw2s.config.operator(s, SOLVER, MEMORY, BACKEND) for key, s in STUDENTS.items()}
 ABLATIONS = [n for n, e in EXPERIMENTS.items() if rfw2s.config.is_ablation(e)]
 SINGLE_WIDTH = [n for n in EXPERIMENTS if n not in ABLATIONS]
 
@@ -137,7 +137,9 @@ def operator_args(key, input):
     how = OPERATOR[key]
     if how == "eigh":
         return f"--eigvals {input.eigvals} --eigvecs {input.eigvecs}"
-    return f"--gram {input.gram}" if how == "dense" else "--matrix-free"
+    if how == "dense":
+        return f"--gram {input.gram}"
+    return "--build-kernel" if how == "built" else "--matrix-free"
 
 
 def curve_inputs(wc):
