@@ -172,6 +172,7 @@ def cmd_aggregate(a):
     import pandas as pd
 
     from . import analysis
+
     losses = analysis.sort_losses(pd.concat([pd.read_parquet(p) for p in a.curves], ignore_index=True))
     summary = analysis.summarize(losses)
     fit = analysis.fit_exponents(summary)
@@ -244,6 +245,7 @@ def cmd_validation_figure(a):
 
 def cmd_summary(a):
     import pandas as pd
+
     folder = Path(a.folder)
     summary = pd.read_parquet(folder / "summary.parquet")
     fit = pd.read_parquet(folder / "fit.parquet")

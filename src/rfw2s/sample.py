@@ -92,7 +92,7 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
     label_coef = np.zeros((directions.shape[0] - M, n))
     offset = 0
     for i, (U, coef) in enumerate(teachers):
-        label_coef[offset:offset + len(coef), i] = coef
+        label_coef[offset:offset + len(coef), i] = to_numpy(coef)
         offset += len(coef)
     label_coef = be.asarray(label_coef)
     scale = 1.0 / np.sqrt(M)
