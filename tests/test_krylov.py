@@ -69,3 +69,18 @@ def test_unknown_solver_is_refused():
     W, teachers = _problem(64, sizes=(4,))
     with pytest.raises(ValueError, match="solver must be one of"):
         exact_curves(MODEL, W, teachers, TS, solver="cholesky")
+
+
+@pytest.mark.parametrize("M", [37, 512, 1100])
+def test_symmetric_blocked_product_equals_the_plain_one(M, rng):
+    from rfw2s.curves import dense_matvec
+
+    A = rng.standard_normal((M, M))
+    G = A + A.T
+    X = rng.standard_normal((M, 7))
+    assert np.allclose(dense_matvec(G, M)(X), G @ X / M, rtol=1e-13, atol=1e-13)
+    # Blocks below the block diagonal are never read.
+    from rfw2s.curves import SYMMETRIC_BLOCK
+
+    below = np.arange(M)[:, None] // SYMMETRIC_BLOCK > np.arange(M)[None, :] // SYMMETRIC_BLOCK
+    assert np.array_equal(dense_matvec(np.where(below, np.nan, G), M)(X), dense_matvec(G, M)(X))
