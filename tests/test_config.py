@@ -130,10 +130,10 @@ def test_a_student_width_listed_twice_trains_each_teacher_once():
 
 
 @pytest.mark.parametrize("settings, backend, memory, how", [
-    ({}, "numpy", 1 << 40, "dense"),  # the CPU caches the kernel
+    ({}, "numpy", 1 << 40, "built"),  # d = 16: building costs less than writing and reading
     ({}, "cupy", 1 << 40, "built"),  # a GPU builds it in the curve job
     ({"kernel_cache": "always"}, "cupy", 1 << 40, "dense"),
-    ({"kernel_cache": "never"}, "numpy", 1 << 40, "built"),
+    ({"kernel_cache": "always"}, "numpy", 1 << 40, "dense"),
     ({}, "numpy", 8 * 1024**2, "matrix_free"),  # the kernel would take all the memory
     ({"matrix_free": "always"}, "numpy", 1 << 40, "matrix_free"),
     ({"solver": "eigh", "kernel_cache": "never"}, "numpy", 1 << 40, "eigh"),
@@ -143,3 +143,18 @@ def test_how_the_curve_job_reaches_the_kernel(settings, backend, memory, how):
 
     s = student(load_tiny()["experiments"]["tiny"], 8, 1024)
     assert operator(s, solver_settings(settings), memory, backend) == how
+
+
+@pytest.mark.parametrize("m_te, backend, how, kernel_job", [
+    (36, "numpy", "built", "matrix_free"),  # d = 216: the kernel function and memory dominate
+    (64, "numpy", "dense", "built"),  # d = 512: the product dominates; cached, built whole (syrk)
+    (64, "cupy", "built", "built"),
+])
+def test_the_cpu_caches_a_kernel_where_its_product_dominates(m_te, backend, how, kernel_job):
+    from rfw2s.config import PRODUCT_BOUND_DIM, kernel_job_layout, operator, solver_settings, student
+
+    exp = load_tiny()["experiments"]["tiny_model23"]
+    s = student(exp, m_te, 1024)
+    assert (s.spec["d"] >= PRODUCT_BOUND_DIM) == (kernel_job == "built")
+    assert operator(s, solver_settings({}), 1 << 40, backend) == how
+    assert kernel_job_layout(s.spec["d"]) == kernel_job

@@ -15,7 +15,9 @@ from workflow_helpers import REPO, write_config
 
 pytestmark = pytest.mark.workflow
 
-SMALL = {"backend": "numpy", "plot": {"dpi": 40},
+# Kernels cached (they would be built in the curve jobs at d = 8): the crash and damage
+# tests need the cached matrices.
+SMALL = {"backend": "numpy", "plot": {"dpi": 40}, "kernel_cache": "always",
          "experiments": {"small": {"model": "relu_sphere", "d": 8, "m_st": 384, "m_te": [8, 32], "replicates": 2,
                                    "seed": 5, "t": {"min": 1.0, "max": 1.0e7, "num": 40}}}}
 TABLES = ("losses", "summary", "fit")

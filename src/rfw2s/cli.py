@@ -17,7 +17,7 @@ import numpy as np
 from . import artifacts, config, resources, seeding, solve
 from . import backend as backends
 from .config import DENSE_EIGH_MATRICES
-from .curves import gram_tiles
+from .curves import TILE_ROWS, gram_tiles
 from .models import make_model
 
 log = logging.getLogger("rfw2s")
@@ -65,10 +65,13 @@ def cmd_kernel(a):
     M = W.shape[0]
     log.info("kernel: M_ST=%d, d=%d, %.2f GiB", M, W.shape[1], M * M * 8 / 2**30)
     resources.ensure_disk(a.out, 8 * M * M + 128, f"the {M} x {M} kernel matrix")
-    resources.ensure_memory(config.memory_needed(M, W.shape[1], "matrix_free", 0, 0), be.name, "a kernel block")
+    layout = config.kernel_job_layout(json.loads(a.model).get("d", 0))  # as the job's memory resource
+    resources.ensure_memory(config.memory_needed(M, W.shape[1], layout, 0, 0), be.name,
+                            "the kernel" if layout == "built" else "a kernel block")
     Wx = be.asarray(W)
+    tile_rows = M if layout == "built" else TILE_ROWS
     with step("kernel", be), artifacts.npy_rows(a.out, (M, M), {"model": json.loads(a.model), "draw": a.draw}) as write:
-        for _, tile in gram_tiles(model, Wx):  # the matrix-free solver's tiles, here stored
+        for _, tile in gram_tiles(model, Wx, tile_rows):  # the matrix-free solver's tiles, here stored
             write(backends.to_numpy(tile))
 
 

@@ -195,20 +195,40 @@ def solver_settings(config: dict) -> dict:
     return settings
 
 
+# From this feature dimension on, a kernel element's cost is its matrix product (2 d flops),
+# not the kernel function (~40 operations) or its 8 bytes of memory traffic. Then the CPU
+# caches the kernel (`kernel_cache: auto`) and the kernel job builds it whole (the symmetric
+# product, syrk: half the flops); below it, building costs less than writing the kernel and
+# reading it back. Measured on the 2-core CPU machine: a 16384-wide kernel at d = 32 builds
+# in 1.0 s of arithmetic but takes 7-8 s to write and read back; an 8192-wide one at
+# d = 4096 takes 4.5 s as a product of tiles, 2.8 s whole (syrk), and about 2 s to write
+# and read. On a GPU building is always cheaper (0.012 s at 16384 on an H200, the
+# performance issue's reference figure).
+PRODUCT_BOUND_DIM = 512
+
+
+def kernel_job_layout(d: int) -> str:
+    """How the kernel job holds the kernel it writes: whole (``built``) when the product
+    dominates, else one tile of rows at a time (``matrix_free``)."""
+    return "built" if d >= PRODUCT_BOUND_DIM else "matrix_free"
+
+
 def operator(s: Student, settings: dict, memory: int, backend: str = "numpy") -> str:
     """How the curve job reaches ``H``: ``eigh`` (cached eigendecomposition), ``dense``
     (Lanczos on the cached kernel), ``built`` (Lanczos on the kernel built in the job, not
     cached) or ``matrix_free`` (Lanczos on tiles; chosen automatically when the kernel would
-    take more than half of ``memory``). ``kernel_cache: auto`` caches on the CPU; on a GPU
-    building the kernel (0.012 s at 16384 on an H200, the performance issue's reference
-    figure) costs far less than writing and reading its file (2 GiB at 16384)."""
+    take more than half of ``memory``). ``kernel_cache: auto`` caches on the CPU when the
+    feature dimension is at least :data:`PRODUCT_BOUND_DIM` (a model without ``d``:
+    always), never on a GPU."""
     if settings["solver"] == "eigh":
         return "eigh"
     choice = settings["matrix_free"]
     if choice == "always" or (choice == "auto" and 8 * s.m_st**2 > memory / 2):
         return "matrix_free"
     cache = settings["kernel_cache"]
-    return "dense" if cache == "always" or (cache == "auto" and backend != "cupy") else "built"
+    if cache == "auto":
+        cache = "never" if backend == "cupy" or s.spec.get("d", PRODUCT_BOUND_DIM) < PRODUCT_BOUND_DIM else "always"
+    return "dense" if cache == "always" else "built"
 
 
 def memory_needed(M: int, d: int, how: str, n_teachers: int, max_steps: int) -> int:

@@ -68,10 +68,11 @@ def gram_tiles(model, W, tile_rows: int = TILE_ROWS, buffer=None):
     into = getattr(model, "gram_into", None)
     for start in range(0, M, tile_rows):
         tile = buffer[: min(tile_rows, M - start)]
+        rows = W if tile.shape[0] == M else W[start:start + tile_rows]  # `W, W`: a symmetric product
         if into is not None:
-            into(W[start:start + tile_rows], W, tile)
+            into(rows, W, tile)
         else:
-            tile[...] = model.gram(W[start:start + tile_rows], W)
+            tile[...] = model.gram(rows, W)
         yield start, tile
 
 

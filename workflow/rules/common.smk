@@ -83,7 +83,8 @@ def job_memory_mb(step):
     def mem_mb(wc):
         key = wc.student if hasattr(wc, "student") else sampled_student(wc)
         s = STUDENTS[key]
-        how = {"kernel": "matrix_free", "eigh": "eigh"}.get(step, OPERATOR[key])
+        layouts = {"kernel": rfw2s.config.kernel_job_layout(s.spec.get("d", 0)), "eigh": "eigh"}
+        how = layouts.get(step, OPERATOR[key])
         teachers = len(EXPERIMENTS[wc.experiment]["m_te"]) if hasattr(wc, "experiment") else 1
         need = rfw2s.config.memory_needed(s.m_st, s.spec.get("d", 0), how, teachers, SOLVER["lanczos"]["max_steps"])
         return 1024 + need // 2**20
