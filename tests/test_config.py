@@ -146,9 +146,9 @@ def test_how_the_curve_job_reaches_the_kernel(settings, backend, memory, how):
 
 
 @pytest.mark.parametrize("m_te, backend, how, kernel_job", [
-    (36, "numpy", "built", "matrix_free"),  # d = 216: the kernel function and memory dominate
-    (64, "numpy", "dense", "built"),  # d = 512: the product dominates; cached, built whole (syrk)
-    (64, "cupy", "built", "built"),
+    (64, "numpy", "built", "matrix_free"),  # d = 512: the kernel function and memory dominate
+    (128, "numpy", "dense", "built"),  # d = 1448: the product dominates; cached, built whole (syrk)
+    (128, "cupy", "built", "built"),
 ])
 def test_the_cpu_caches_a_kernel_where_its_product_dominates(m_te, backend, how, kernel_job):
     from rfw2s.config import PRODUCT_BOUND_DIM, kernel_job_layout, operator, solver_settings, student

@@ -17,7 +17,7 @@ import numpy as np
 from . import artifacts, config, resources, seeding, solve
 from . import backend as backends
 from .config import DENSE_EIGH_MATRICES
-from .curves import TILE_ROWS, gram_tiles
+from .curves import gram_matrix, gram_tiles
 from .models import make_model
 
 log = logging.getLogger("rfw2s")
@@ -69,10 +69,12 @@ def cmd_kernel(a):
     resources.ensure_memory(config.memory_needed(M, W.shape[1], layout, 0, 0), be.name,
                             "the kernel" if layout == "built" else "a kernel block")
     Wx = be.asarray(W)
-    tile_rows = M if layout == "built" else TILE_ROWS
     with step("kernel", be), artifacts.npy_rows(a.out, (M, M), {"model": json.loads(a.model), "draw": a.draw}) as write:
-        for _, tile in gram_tiles(model, Wx, tile_rows):  # the matrix-free solver's tiles, here stored
-            write(backends.to_numpy(tile))
+        if layout == "built":
+            write(backends.to_numpy(gram_matrix(model, Wx)))
+        else:
+            for _, tile in gram_tiles(model, Wx):  # the matrix-free solver's tiles, here stored
+                write(backends.to_numpy(tile))
 
 
 def cmd_eigh(a):
@@ -110,8 +112,6 @@ def cmd_teacher(a):
 def _solve_options(a, model, W, be) -> dict:
     """Solver and operator arguments -> keyword arguments of :func:`rfw2s.curves.exact_curves`
     for the student ``W``."""
-    from .curves import gram_matrix
-
     if bool(a.eigvals) != (a.solver == "eigh") or bool(a.eigvals) != bool(a.eigvecs):
         raise SystemExit("--eigvals and --eigvecs go together, and with --solver eigh only")
     options = {"solver": a.solver, "tol": a.tol, "max_steps": a.max_steps}

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import models
 from .resources import format_bytes
+from .curves import PRODUCT_BOUND_DIM, TILE_ROWS
 from .solve import NUMPY_EIGH_MAX_N
 
 # Keys every experiment may have; all others are the model's own parameters.
@@ -195,21 +196,9 @@ def solver_settings(config: dict) -> dict:
     return settings
 
 
-# From this feature dimension on, a kernel element's cost is its matrix product (2 d flops),
-# not the kernel function (~40 operations) or its 8 bytes of memory traffic. Then the CPU
-# caches the kernel (`kernel_cache: auto`) and the kernel job builds it whole (the symmetric
-# product, syrk: half the flops); below it, building costs less than writing the kernel and
-# reading it back. Measured on the 2-core CPU machine: a 16384-wide kernel at d = 32 builds
-# in 1.0 s of arithmetic but takes 7-8 s to write and read back; an 8192-wide one at
-# d = 4096 takes 4.5 s as a product of tiles, 2.8 s whole (syrk), and about 2 s to write
-# and read. On a GPU building is always cheaper (0.012 s at 16384 on an H200, the
-# performance issue's reference figure).
-PRODUCT_BOUND_DIM = 512
-
-
 def kernel_job_layout(d: int) -> str:
-    """How the kernel job holds the kernel it writes: whole (``built``) when the product
-    dominates, else one tile of rows at a time (``matrix_free``)."""
+    """How the kernel job holds the kernel it writes: whole (``built``: one symmetric
+    product) when the product dominates, else one tile of rows at a time (``matrix_free``)."""
     return "built" if d >= PRODUCT_BOUND_DIM else "matrix_free"
 
 
@@ -235,13 +224,11 @@ def memory_needed(M: int, d: int, how: str, n_teachers: int, max_steps: int) -> 
     """Peak bytes (estimate, float64) of the heaviest job of an ``M``-wide student in
     dimension ``d`` solved as ``how`` (``eigh``, ``dense``, ``built`` or ``matrix_free``)."""
     features = 8 * M * d
-    krylov = 8 * max_steps * M * 3 * n_teachers if how != "eigh" else 0
+    krylov = 8 * max_steps * M * (2 * n_teachers + 1) if how != "eigh" else 0  # Lanczos vectors
     if how == "eigh":
         return DENSE_EIGH_MATRICES * 8 * M**2 + features
     if how in ("dense", "built"):
         return 8 * M**2 + krylov + features
-    from .curves import TILE_ROWS
-
     return 8 * min(M, TILE_ROWS) * M * 4 + krylov + features  # a tile and its temporaries
 
 

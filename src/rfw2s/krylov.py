@@ -5,11 +5,13 @@ The loss needs only quadratic forms of functions of ``H = G_ST / M``::
 
     L_ST(t) = F + (1/M) [ c^T f1(H) c - 2 c^T f2(H) m ],  f1 = g_t^2 lam,  f2 = g_t,
 
-and ``c^T f2 m = (q(c + m) - q(c - m)) / 4`` by polarisation. ``k`` Lanczos steps from
-``v / |v|`` give the tridiagonal ``T_k = S diag(theta) S^T`` and ``v^T f(H) v ~ |v|^2 sum_i
-S[0, i]^2 f(theta_i)``, exact for polynomials of degree ``< 2k``. Every ``t`` reuses the
-same ``T_k``; all vectors (three per teacher) run in lockstep, so each step is one product
-``H @ X``, the only access to ``H`` (which may be built tile by tile, never stored).
+and ``c^T f2 m = (q(c + m) - q(c) - q(m)) / 2`` by polarisation, with ``q(v) = v^T f2 v``.
+``k`` Lanczos steps from ``v / |v|`` give the tridiagonal ``T_k = S diag(theta) S^T`` and
+``v^T f(H) v ~ |v|^2 sum_i S[0, i]^2 f(theta_i)``, exact for polynomials of degree ``< 2k``.
+Every ``t`` reuses the same ``T_k``; all vectors (``c`` and ``c + m`` per teacher, and one
+``m`` for all: ``2 n + 1`` lanes, where ``c +- m`` would take ``3 n``) run in lockstep, so
+each step is one product ``H @ X``, the only access to ``H`` (which may be built tile by
+tile, never stored).
 """
 from __future__ import annotations
 
@@ -35,13 +37,14 @@ class KrylovCurves:
     converged: bool  # achieved_tol <= the requested tolerance
 
 
-def _quadrature(alpha, beta, norms2, lanes, f_values):
-    """Gauss quadrature ``|v|^2 sum_i S[0, i]^2 f(theta_i)`` for each lane (host arrays).
+def _gauss_rules(alpha, beta, norms2):
+    """Gauss quadrature nodes and weights of every lane (host arrays): ``v^T f(H) v ~
+    sum_i weights[l, i] f(nodes[l, i])``.
 
-    ``alpha``, ``beta``: (k, lanes) recurrence coefficients; ``f_values(theta)`` maps Ritz
-    values (lanes, k) to (lanes, T, k) function values. Returns (lanes, T).
+    ``alpha``, ``beta``: (k, lanes) recurrence coefficients; ``norms2``: ``|v|^2`` per lane.
+    Returns nodes and weights, each (lanes, k).
     """
-    k = alpha.shape[0]
+    k, lanes = alpha.shape
     T = np.zeros((lanes, k, k))
     idx = np.arange(k)
     T[:, idx, idx] = alpha.T
@@ -49,8 +52,7 @@ def _quadrature(alpha, beta, norms2, lanes, f_values):
     T[:, idx[1:], idx[:-1]] = beta[: k - 1].T
     theta, S = np.linalg.eigh(T)  # (lanes, k), (lanes, k, k)
     theta = np.maximum(theta, 0.0)  # H is PSD: negative Ritz values are round-off
-    weights = norms2[:, None] * S[:, 0, :] ** 2  # (lanes, k)
-    return np.einsum("lk,ltk->lt", weights, f_values(theta))
+    return theta, norms2[:, None] * S[:, 0, :] ** 2
 
 
 def lanczos_curves(matvec, M: int, c, m, F: float, ts, *, tol: float = 1e-10, max_steps: int = 400,
@@ -65,7 +67,7 @@ def lanczos_curves(matvec, M: int, c, m, F: float, ts, *, tol: float = 1e-10, ma
     xp = array_namespace(c)
     ts = np.asarray(ts, float)
     n = c.shape[1]
-    V0 = xp.concatenate([c, c + m[:, None], c - m[:, None]], axis=1)  # (M, 3n)
+    V0 = xp.concatenate([c, c + m[:, None], m[:, None]], axis=1)  # (M, 2n + 1)
     lanes = V0.shape[1]
     norms = xp.sqrt(xp.sum(V0 * V0, axis=0))
     norms2 = to_numpy(norms) ** 2
@@ -77,17 +79,13 @@ def lanczos_curves(matvec, M: int, c, m, F: float, ts, *, tol: float = 1e-10, ma
     scale = None
     previous, achieved = None, np.inf
 
-    def g_values(theta):  # (n, k) Ritz values -> g_t(theta), shape (n, T, k)
-        return growth(ts, theta.reshape(-1)).reshape(len(ts), *theta.shape).transpose(1, 0, 2)
-
     def curves(k):
-        def group(i, f):
-            lanes_i = slice(i * n, (i + 1) * n)
-            return _quadrature(alpha[:k, lanes_i], beta[:k, lanes_i], norms2[lanes_i], n, f)
-
-        quad = group(0, lambda th: g_values(th) ** 2 * th[:, None, :])  # c^T g^2 H c
-        plus, minus = group(1, g_values), group(2, g_values)  # (c +- m)^T g (c +- m)
-        return F + (quad - (plus - minus) / 2.0) / M
+        theta, weights = _gauss_rules(alpha[:k], beta[:k], norms2)
+        g = growth(ts, theta.reshape(-1)).reshape(len(ts), *theta.shape).transpose(1, 0, 2)  # (lanes, T, k)
+        q = np.einsum("lk,ltk->lt", weights, g)  # v^T g v for every lane
+        quad = np.einsum("lk,ltk->lt", weights[:n], g[:n] ** 2 * theta[:n, None, :])  # c^T g^2 H c
+        cross = (q[n:2 * n] - q[:n] - q[2 * n]) / 2.0  # c^T g m
+        return F + (quad - 2.0 * cross) / M
 
     for k in range(max_steps):
         Q[k] = q
