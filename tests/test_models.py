@@ -112,3 +112,15 @@ def test_bad_model_parameters_are_refused(kwargs, match):
 def test_unknown_model_lists_available():
     with pytest.raises(ValueError, match="available: linear_spiked, relu_sphere"):
         make_model("no_such_model", d=3)
+
+
+@pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),
+                                        ("linear_spiked", {"d": 9, "k": 2, "eps": 0.1, "target": "first"})])
+def test_features_into_a_buffer_are_the_features(name, spec, backend, rng):
+    be = as_backend(backend)
+    model = make_model(name, **spec)
+    A = be.asarray(model.sample_features(seed_sequence(0, "student", 11, 0), 11))
+    X = be.asarray(model.sample_inputs(rng, 7))
+    out = be.xp.full((7, 11), np.nan)
+    assert model.features_into(X, A, out) is out
+    assert np.array_equal(to_numpy(out), to_numpy(model.features(X, A)))

@@ -50,14 +50,25 @@ def largest_stable_step(model, W, backend="numpy") -> float:
 EVAL_CHUNK = 8192
 
 
+def feature_maker(model, rows: int, directions, be):
+    """``X -> features(X, directions)`` for up to ``rows`` inputs, into one reused buffer
+    when the model has ``features_into`` (each result is overwritten by the next)."""
+    into = getattr(model, "features_into", None)
+    if into is None:
+        return lambda X: model.features(X, directions)
+    buffer = be.xp.empty((rows, directions.shape[0]))
+    return lambda X: into(X, directions, buffer[:X.shape[0]])
+
+
 def heldout_loss(model, Wx, theta, scale, n_eval, seed_sequence, be) -> np.ndarray:
     """Mean over ``n_eval`` held-out inputs of ``(f_theta - f*)^2``, one value per column of
     ``theta``; the inputs come from ``seed_sequence`` in chunks (memory EVAL_CHUNK x M)."""
     rng = np.random.default_rng(seed_sequence)
+    features = feature_maker(model, min(EVAL_CHUNK, n_eval), Wx, be)
     total = np.zeros(theta.shape[1])
     for start in range(0, n_eval, EVAL_CHUNK):
         X = be.asarray(model.sample_inputs(rng, min(EVAL_CHUNK, n_eval - start)))
-        error = model.features(X, Wx) @ (scale * theta) - model.target(X)[:, None]
+        error = features(X) @ (scale * theta) - model.target(X)[:, None]
         total += to_numpy(be.xp.sum(error * error, axis=0))
     return total / n_eval
 
@@ -96,6 +107,7 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
         offset += len(coef)
     label_coef = be.asarray(label_coef)
     scale = 1.0 / np.sqrt(M)
+    batch_features = feature_maker(model, batch, directions, be)
     per_run = np.empty((n, runs, steps.size))
     for run in range(runs):
         rng = generator(seed, "inputs", M, run)
@@ -105,7 +117,7 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
         for target in steps:
             for _ in range(int(target) - done):
                 X = be.asarray(model.sample_inputs(rng, batch))
-                features = model.features(X, directions)
+                features = batch_features(X)
                 Phi = features[:, :M]  # unscaled; f = scale * Phi @ theta
                 residual = Phi @ theta
                 residual *= scale

@@ -92,6 +92,10 @@ class LinearSpiked:
     def features(self, X, A):
         return X @ A.T
 
+    def features_into(self, X, A, out):
+        """:meth:`features` written into ``out``."""
+        return array_namespace(X, A).matmul(X, A.T, out=out)
+
     def target(self, X):
         xp = array_namespace(X)
         return X @ xp.asarray(self.beta)

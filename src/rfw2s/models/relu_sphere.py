@@ -128,6 +128,13 @@ class ReluSphere:
         xp = array_namespace(X, A)
         return xp.maximum(X @ A.T, 0.0)
 
+    def features_into(self, X, A, out):
+        """:meth:`features` written into ``out``, nothing allocated (sampled-data training
+        calls it at every step; fresh memory is what costs there)."""
+        xp = array_namespace(X, A)
+        xp.matmul(X, A.T, out=out)
+        return xp.maximum(out, 0.0, out=out)
+
     def target(self, X):
         xp = array_namespace(X)
         return X @ xp.asarray(self.beta)
