@@ -7,7 +7,8 @@
 #   2. solver stages on CuPy at M_ST = 16384 ... 131072 (matrix-free at the top, with its
 #      arithmetic floor), dense eigh up to 32768 as the reference, Lanczos-vs-eigh agreement;
 #   3. sampled-data training vs the exact path for one teacher;
-#   4. the whole default config (wide_student included), cold.
+#   4. the whole default config (wide_student included), cold;
+#   and the start-up of one NumPy and one CuPy process (what grouping jobs would save).
 # Snakemake must be importable (on the lent machine: wheels in .whl, see the device notes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,23 @@ cold_run() {  # cold_run NAME CONFIG SECONDS: a fresh results folder, the README
   } | tee -a bench/RESULTS.md
   save
 }
+
+# Start-up a GPU job pays before any work (interpreter, CuPy import, CUDA context, one
+# launch and one cuBLAS product), against a NumPy job's: what grouping jobs would save.
+python3 - <<'PY' | tee -a bench/RESULTS.md
+import subprocess, sys, time
+
+def wall(code):
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return round(time.perf_counter() - start, 2)
+
+numpy_job = [wall("import numpy") for _ in range(3)]
+cupy_job = [wall("import cupy; cupy.zeros(1).sum().item(); (cupy.ones((64, 64)) @ cupy.ones((64, 64))).sum().item()")
+            for _ in range(3)]
+print(f"\nProcess start-up, 3 tries each: NumPy job {numpy_job} s, CuPy job {cupy_job} s.")
+PY
+save
 
 configs=$(mktemp -d)
 python3 - "$configs" <<'PY'

@@ -1,4 +1,6 @@
 """Model 2.2 closed forms against Monte Carlo estimates and exact special values."""
+import importlib
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,16 @@ def test_fused_kappa_matches_40_digit_values():
     assert kappa_into(inplace, 7) is inplace and np.array_equal(inplace, kappa(rho, 7))
     with pytest.raises(ValueError, match="C-contiguous float64"):
         kappa_into(np.ones((4, 4))[:, ::2], 7)
+
+
+def test_kappa_on_several_threads_is_kappa_on_one(monkeypatch, rng):
+    module = importlib.import_module("rfw2s.models.relu_sphere")  # the package exports a function of that name
+    rho = rng.uniform(-1, 1, 5 * module._CHUNK + 7)  # uneven shares, a short last chunk
+    results = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        results[threads] = kappa_into(rho.copy(), 9)
+    assert np.array_equal(results["1"], results["3"]) and 3 in module._POOLS
 
 
 @pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +37,7 @@ def kappa(rho, d: int):
 # Elements per pass on the CPU: the temporaries stay in cache (a fused kernel by hand).
 _CHUNK = 1 << 15
 _CUDA_KAPPA = None
+_POOLS: dict = {}  # thread count -> executor, for the CPU's kappa_into
 
 
 def kappa_into(R, d: int):
@@ -62,6 +65,28 @@ def kappa_into(R, d: int):
         _CUDA_KAPPA(scale, R)
         return R
     flat = R.reshape(-1)  # a view, R being contiguous
+    threads = min(_cpu_threads(), flat.size // _CHUNK)
+    if threads <= 1:
+        _kappa_chunks(flat, scale)
+        return R
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads)
+    # NumPy's ufuncs release the GIL: each thread takes a contiguous share of the chunks.
+    list(_POOLS[threads].map(lambda part: _kappa_chunks(part, scale), np.array_split(flat, threads)))
+    return R
+
+
+def _cpu_threads() -> int:
+    """Threads for the kernel function on the CPU: as many as BLAS may use (the job's
+    OMP_NUM_THREADS), else every core this process may run on."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _kappa_chunks(flat, scale: float) -> None:
+    """The CPU's kappa_into on a contiguous 1-D array, chunk by chunk (temporaries in cache)."""
     work = np.empty((2, min(_CHUNK, flat.size)))
     for start in range(0, flat.size, _CHUNK):
         r = flat[start:start + _CHUNK]
@@ -76,7 +101,6 @@ def kappa_into(R, d: int):
         np.sqrt(r, out=r)
         r += w
         r *= scale
-    return R
 
 
 @dataclass(frozen=True, eq=False)
