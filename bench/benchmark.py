@@ -51,7 +51,7 @@ def _peak_host_mib() -> float:
 
 def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, queue) -> None:
     from rfw2s import backend as backends
-    from rfw2s.curves import exact_curves
+    from rfw2s.curves import exact_curves, stored_kernel
     from rfw2s.models import relu_sphere
     from rfw2s.seeding import seed_sequence
     from rfw2s.solve import fit_teacher
@@ -78,7 +78,7 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
     stored = 8 * M * M <= _memory_budget(be) / 3  # kernel, plus room for eigh of it
     reference = None
     if stored:
-        G = timed("kernel_s", lambda: model.gram(Wx, Wx))
+        G = timed("kernel_s", lambda: stored_kernel(model, Wx))  # as a curve job builds it
         lanczos = timed("lanczos_s", lambda: exact_curves(model, W, fits, ts, backend=be, gram=G))
         row["lanczos_steps"] = lanczos.steps
         if M <= eigh_max:
@@ -109,7 +109,8 @@ def _memory_budget(be) -> float:
 def _sampled_versus_exact(backend: str, M: int) -> dict:
     """Seconds for sampled-data GD to estimate one teacher's best loss to 1% (standard error),
     against the exact path (kernel + Lanczos) for the same teacher, same machine."""
-    from rfw2s.curves import exact_curves
+    from rfw2s.backend import as_backend
+    from rfw2s.curves import exact_curves, stored_kernel
     from rfw2s.models import relu_sphere
     from rfw2s.sample import train_student
     from rfw2s.seeding import seed_sequence
@@ -121,7 +122,8 @@ def _sampled_versus_exact(backend: str, M: int) -> dict:
     fit = fit_teacher(model, U)
     ts = np.geomspace(1e2, 1e8, 200)
     start = time.perf_counter()  # the pipeline's exact path: kernel, then Lanczos on it
-    exact = exact_curves(model, W, [(U, fit.coef)], ts, backend=backend, gram=model.gram(W, W)).losses[0]
+    kernel = stored_kernel(model, as_backend(backend).asarray(W))
+    exact = exact_curves(model, W, [(U, fit.coef)], ts, backend=backend, gram=kernel).losses[0]
     exact_s = time.perf_counter() - start
     t_best = ts[np.argmin(exact)]
     # At least 4 runs: fewer give no credible standard error.

@@ -62,7 +62,7 @@ def test_lanczos_needs_only_products_with_h():
 
     c = np.stack([MODEL.gram(W, U) @ coef for U, coef in teachers], axis=1)
     result = lanczos_curves(matvec, 256, c, MODEL.target_moments(W), MODEL.target_norm2, TS)
-    assert len(calls) == result.steps and all(shape == (256, 3) for shape in calls)  # 3 lanes per teacher
+    assert len(calls) == result.steps and all(shape == (256, 3) for shape in calls)  # lanes c, c + m, m
 
 
 def test_unknown_solver_is_refused():
@@ -84,3 +84,20 @@ def test_symmetric_blocked_product_equals_the_plain_one(M, rng):
 
     below = np.arange(M)[:, None] // SYMMETRIC_BLOCK > np.arange(M)[None, :] // SYMMETRIC_BLOCK
     assert np.array_equal(dense_matvec(np.where(below, np.nan, G), M)(X), dense_matvec(G, M)(X))
+
+
+@pytest.mark.parametrize("M", [37, 512, 1100])
+def test_the_upper_panels_hold_the_kernel_and_give_the_same_product(M, rng):
+    from rfw2s.curves import SYMMETRIC_BLOCK, UpperPanels, dense_matvec, gram_matrix, stored_kernel
+
+    W = MODEL.sample_features(seed_sequence(1, "student", M, 0), M)
+    G = gram_matrix(MODEL, W)
+    panels = stored_kernel(MODEL, W)
+    assert isinstance(panels, UpperPanels) and len(panels.panels) == -(-M // SYMMETRIC_BLOCK)
+    assert sum(p.size for p in panels.panels) < 0.5 * M * M + SYMMETRIC_BLOCK * M  # half the matrix
+    upper = np.zeros((M, M))
+    for i, (r0, r1) in enumerate(zip(panels.edges[:-1], panels.edges[1:])):
+        upper[r0:r1, r0:] = panels.panels[i]
+    assert np.allclose(np.triu(upper), np.triu(G), rtol=1e-15, atol=0)
+    X = rng.standard_normal((M, 7))
+    assert np.allclose(dense_matvec(panels, M)(X), dense_matvec(G, M)(X), rtol=1e-13, atol=1e-15)

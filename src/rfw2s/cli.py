@@ -17,7 +17,7 @@ import numpy as np
 from . import artifacts, config, resources, seeding, solve
 from . import backend as backends
 from .config import DENSE_EIGH_MATRICES
-from .curves import gram_matrix, gram_tiles
+from .curves import gram_matrix, gram_tiles, stored_kernel
 from .models import make_model
 
 log = logging.getLogger("rfw2s")
@@ -121,7 +121,7 @@ def _solve_options(a, model, W, be) -> dict:
         options["gram"] = artifacts.load_npy(a.gram)
     elif a.build_kernel:
         with step(f"kernel built in memory: M_ST={W.shape[0]}", be):
-            options["gram"] = gram_matrix(model, be.asarray(W))
+            options["gram"] = stored_kernel(model, be.asarray(W))
     return options
 
 

@@ -38,27 +38,71 @@ class Curves:
 SYMMETRIC_BLOCK = 512
 
 
-def dense_matvec(G, M: int):
-    """``X -> H @ X`` for a stored symmetric kernel ``G`` (``H = G / M``).
+class UpperPanels:
+    """A symmetric kernel stored by its block rows on and above the diagonal: panel ``i`` is
+    ``G[r0:r1, r0:]`` with ``r0 = i * SYMMETRIC_BLOCK``. Half the memory, arithmetic and
+    fresh pages of the whole matrix, and all that the CPU's symmetric product reads."""
 
-    On the CPU the product is memory-bound, so each block above the diagonal is read once
-    and used twice (for its own rows and, transposed, for its mirror's): 0.16 s instead of
-    0.22-0.25 s at M = 16384 with 15 lanes, on 2 cores. Blocks below the diagonal are never
-    read (LAPACK's eigh, too, reads one triangle). On a GPU one matrix product is fastest.
+    def __init__(self, model, W, block: int = SYMMETRIC_BLOCK):
+        M = W.shape[0]
+        self.shape = (M, M)
+        self.edges = list(range(0, M, block)) + [M]
+        into = getattr(model, "gram_into", None)
+        self.panels = []
+        for r0, r1 in zip(self.edges[:-1], self.edges[1:]):
+            panel = np.empty((r1 - r0, M - r0))
+            if into is not None:
+                into(W[r0:r1], W[r0:], panel)
+            else:
+                panel[...] = model.gram(W[r0:r1], W[r0:])
+            self.panels.append(panel)
+
+    def block(self, i: int, j: int):
+        """``G[edges[i]:edges[i + 1], edges[j]:edges[j + 1]]`` for ``j >= i`` (a view)."""
+        r0 = self.edges[i]
+        return self.panels[i][:, self.edges[j] - r0:self.edges[j + 1] - r0]
+
+
+def stored_kernel(model, W):
+    """The kernel of the features ``W`` held in memory for Lanczos: its upper panels on the
+    CPU (:class:`UpperPanels`), the whole matrix on a GPU (one product per step is fastest
+    there)."""
+    if array_namespace(W).__name__ == "numpy":
+        return UpperPanels(model, W)
+    return gram_matrix(model, W)
+
+
+def dense_matvec(G, M: int):
+    """``X -> H @ X`` for a stored symmetric kernel ``G`` (``H = G / M``): a matrix, or
+    :class:`UpperPanels`.
+
+    On the CPU each block above the diagonal is read once and used twice (for its own rows
+    and, transposed, for its mirror's): 0.16 s instead of 0.22-0.25 s at M = 16384 with 15
+    lanes, on 2 cores. Blocks below the diagonal are never read (LAPACK's eigh, too, reads
+    one triangle). On a GPU one matrix product is fastest.
     """
-    if array_namespace(G).__name__ != "numpy":
+    if isinstance(G, UpperPanels):
+        edges, block = G.edges, G.block
+    elif array_namespace(G).__name__ != "numpy":
         return lambda X: (G @ X) / M
-    edges = list(range(0, M, SYMMETRIC_BLOCK)) + [M]
-    blocks = [(edges[i], edges[i + 1], edges[j], edges[j + 1])
-              for i in range(len(edges) - 1) for j in range(i, len(edges) - 1)]
+    else:
+        edges = list(range(0, M, SYMMETRIC_BLOCK)) + [M]
+
+        def block(i, j):
+            return G[edges[i]:edges[i + 1], edges[j]:edges[j + 1]]
+
+    n = len(edges) - 1
 
     def matvec(X):
         Y = np.zeros((M, X.shape[1]))
-        for r0, r1, c0, c1 in blocks:
-            block = G[r0:r1, c0:c1]
-            Y[r0:r1] += block @ X[c0:c1]
-            if r0 != c0:
-                Y[c0:c1] += block.T @ X[r0:r1]
+        for i in range(n):
+            r0, r1 = edges[i], edges[i + 1]
+            for j in range(i, n):
+                c0, c1 = edges[j], edges[j + 1]
+                b = block(i, j)
+                Y[r0:r1] += b @ X[c0:c1]
+                if j != i:
+                    Y[c0:c1] += b.T @ X[r0:r1]
         Y /= M
         return Y
 
@@ -126,8 +170,8 @@ def exact_curves(model, W, teachers, ts, *, solver: str = "lanczos", backend="nu
     """Loss curves ``L_ST(t)`` of the student ``W`` trained on each teacher ``(U, coef)``.
 
     ``solver="eigh"`` uses ``spectrum = (lam, V)`` of ``H`` if given (else computes it);
-    ``solver="lanczos"`` uses the stored kernel ``gram`` if given, else builds ``H`` tile by
-    tile (matrix-free).
+    ``solver="lanczos"`` uses the stored kernel ``gram`` if given (a matrix or
+    :func:`stored_kernel`'s), else builds ``H`` tile by tile (matrix-free).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}")
@@ -143,7 +187,10 @@ def exact_curves(model, W, teachers, ts, *, solver: str = "lanczos", backend="nu
                                                                                                     backend=be)
             losses = to_numpy(losses_from_spectrum(lam, V, C, m, F, be.asarray(np.asarray(ts, float))))
             return Curves(losses, "eigh", 0, float("nan"), True)
-        matvec = dense_matvec(be.asarray(gram), M) if gram is not None else tiled_matvec(model, Wx, M)
+        if gram is None:
+            matvec = tiled_matvec(model, Wx, M)
+        else:
+            matvec = dense_matvec(gram if isinstance(gram, UpperPanels) else be.asarray(gram), M)
         result = lanczos_curves(matvec, M, C, m, F, ts, tol=tol, max_steps=max_steps)
     name = "lanczos" if gram is not None else "lanczos-matrix-free"
     return Curves(result.losses, name, result.steps, result.achieved_tol, result.converged)
