@@ -90,7 +90,7 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
         free = timed("matrix_free_s", lambda: exact_curves(model, W, fits, ts, backend=be))
         row["matrix_free_steps"] = free.steps
         if peaks is not None:
-            row["floor_s"] = arithmetic_floor_s(M, model.d, 2 * len(TEACHERS) + 1, free.steps, *peaks)
+            row["floor_s"] = arithmetic_floor_s(M, model.d, len(TEACHERS) + 1, free.steps, *peaks)
             row["over_floor"] = row["matrix_free_s"] / row["floor_s"]
         if reference is not None:
             row["matrix_free_vs_eigh"] = float(np.max(np.abs(free.losses / reference - 1)))

@@ -91,8 +91,8 @@ def test_cupy_backend_without_gpu_stops_with_a_clear_message(tmp_path):
 def test_a_student_too_large_for_memory_is_refused_with_the_size_it_needs():
     config = load_tiny()
     # Lanczos: too little memory even to store the kernel, so matrix-free; still too much
-    # (a 1024-row tile and its temporaries, 400 steps of 2 x 3 + 1 Lanczos vectors, features).
-    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 54.0 MiB \(matrix_free\), "
+    # (a 1024-row tile and its temporaries, 400 steps of a Lanczos block of 3 + 1 vectors, features).
+    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 44.6 MiB \(matrix_free\), "
                                           r"more than the 1.0 MiB of this machine"):
         check(config, backend="numpy", memory=1 << 20)
     config["solver"] = "eigh"  # dense eigh: 5 matrices of 1024^2 doubles, plus the features

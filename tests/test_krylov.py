@@ -51,6 +51,16 @@ def test_breakdown_on_a_low_rank_kernel_is_exact():
     assert np.max(np.abs(lanczos.losses / dense.losses - 1)) < 1e-10
 
 
+def test_a_teacher_given_twice_gives_its_curve_twice():
+    # The block [c, c, m] has rank 2: the repeated direction is dropped, not divided by ~0.
+    W, teachers = _problem(512, sizes=(16, 64))
+    G = MODEL.gram(W, W)
+    once = exact_curves(MODEL, W, teachers, TS, gram=G)
+    twice = exact_curves(MODEL, W, [teachers[0], teachers[0], teachers[1]], TS, gram=G)
+    assert twice.converged and np.all(np.isfinite(twice.losses))
+    np.testing.assert_allclose(twice.losses, once.losses[[0, 0, 1]], rtol=1e-10, atol=0)
+
+
 def test_lanczos_needs_only_products_with_h():
     W, teachers = _problem(256, sizes=(16,))
     H = MODEL.gram(W, W) / 256
@@ -62,7 +72,7 @@ def test_lanczos_needs_only_products_with_h():
 
     c = np.stack([MODEL.gram(W, U) @ coef for U, coef in teachers], axis=1)
     result = lanczos_curves(matvec, 256, c, MODEL.target_moments(W), MODEL.target_norm2, TS)
-    assert len(calls) == result.steps and all(shape == (256, 3) for shape in calls)  # lanes c, c + m, m
+    assert len(calls) == result.steps and all(shape == (256, 2) for shape in calls)  # the block [c, m]
 
 
 def test_unknown_solver_is_refused():

@@ -224,7 +224,7 @@ def memory_needed(M: int, d: int, how: str, n_teachers: int, max_steps: int) -> 
     """Peak bytes (estimate, float64) of the heaviest job of an ``M``-wide student in
     dimension ``d`` solved as ``how`` (``eigh``, ``dense``, ``built`` or ``matrix_free``)."""
     features = 8 * M * d
-    krylov = 8 * max_steps * M * (2 * n_teachers + 1) if how != "eigh" else 0  # Lanczos vectors
+    krylov = 8 * max_steps * M * (n_teachers + 1) if how != "eigh" else 0  # the Lanczos basis
     if how == "eigh":
         return DENSE_EIGH_MATRICES * 8 * M**2 + features
     if how in ("dense", "built"):

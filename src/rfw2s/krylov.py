@@ -1,17 +1,19 @@
-"""Exact student loss curves without an eigendecomposition: Lanczos (Gauss) quadrature
-(SPEC section 7; Golub & Meurant, *Matrices, Moments and Quadrature*).
+"""Exact student loss curves without an eigendecomposition: block Lanczos (Gauss)
+quadrature (SPEC section 7; Golub & Meurant, *Matrices, Moments and Quadrature*, ch. 7).
 
-The loss needs only quadratic forms of functions of ``H = G_ST / M``::
+The loss needs only bilinear forms of functions of ``H = G_ST / M``::
 
-    L_ST(t) = F + (1/M) [ c^T f1(H) c - 2 c^T f2(H) m ],  f1 = g_t^2 lam,  f2 = g_t,
+    L_ST(t) = F + (1/M) [ c^T f1(H) c - 2 c^T f2(H) m ],  f1 = g_t^2 lam,  f2 = g_t.
 
-and ``c^T f2 m = (q(c + m) - q(c) - q(m)) / 2`` by polarisation, with ``q(v) = v^T f2 v``.
-``k`` Lanczos steps from ``v / |v|`` give the tridiagonal ``T_k = S diag(theta) S^T`` and
-``v^T f(H) v ~ |v|^2 sum_i S[0, i]^2 f(theta_i)``, exact for polynomials of degree ``< 2k``.
-Every ``t`` reuses the same ``T_k``; all vectors (``c`` and ``c + m`` per teacher, and one
-``m`` for all: ``2 n + 1`` lanes, where ``c +- m`` would take ``3 n``) run in lockstep, so
-each step is one product ``H @ X``, the only access to ``H`` (which may be built tile by
-tile, never stored).
+One block Lanczos process runs on ``X = [c_1 ... c_n, m]`` (every teacher of a draw and the
+target, ``n + 1`` vectors): ``X = Q_1 R``, and ``k`` steps give the block tridiagonal
+``T_k = S diag(theta) S^T`` (``k (n + 1)`` square), with ``X^T f(H) X ~ R^T E_1^T f(T_k)
+E_1 R``, exact for polynomials of degree ``< 2k``: every ``c_i^T f c_i`` and ``c_i^T f m``
+from one ``T_k``, which every ``t`` reuses. Each step is one product ``H @ Q`` with ``n + 1``
+columns, the only access to ``H`` (which may be built tile by tile, never stored). Against
+one process per vector with polarisation (``c`` and ``c + m`` per teacher, ``2n + 1``
+vectors), measured on 2 CPU cores at M = 16384, five teachers, ``t`` to 1e10: 60 steps
+instead of 90, 7.3 s instead of 15.2 s.
 """
 from __future__ import annotations
 
@@ -37,74 +39,82 @@ class KrylovCurves:
     converged: bool  # achieved_tol <= the requested tolerance
 
 
-def _gauss_rules(alpha, beta, norms2):
-    """Gauss quadrature nodes and weights of every lane (host arrays): ``v^T f(H) v ~
-    sum_i weights[l, i] f(nodes[l, i])``.
-
-    ``alpha``, ``beta``: (k, lanes) recurrence coefficients; ``norms2``: ``|v|^2`` per lane.
-    Returns nodes and weights, each (lanes, k).
-    """
-    k, lanes = alpha.shape
-    T = np.zeros((lanes, k, k))
-    idx = np.arange(k)
-    T[:, idx, idx] = alpha.T
-    T[:, idx[:-1], idx[1:]] = beta[: k - 1].T
-    T[:, idx[1:], idx[:-1]] = beta[: k - 1].T
-    theta, S = np.linalg.eigh(T)  # (lanes, k), (lanes, k, k)
-    theta = np.maximum(theta, 0.0)  # H is PSD: negative Ritz values are round-off
-    return theta, norms2[:, None] * S[:, 0, :] ** 2
+def _orthonormalize(W, scale: float, xp):
+    """``W = Q B``: modified Gram-Schmidt (twice) on the columns of ``W``, which are already
+    orthogonal to the earlier blocks. A column left with norm under ``1e-14 scale`` is an
+    exhausted direction: zero in ``Q`` and in its row of ``B``, so it adds nothing after."""
+    p = W.shape[1]
+    Q = xp.zeros_like(W)
+    B = np.zeros((p, p))
+    for j in range(p):
+        v = W[:, j]
+        for _ in range(2):
+            if j:
+                coeff = Q[:, :j].T @ v
+                v = v - Q[:, :j] @ coeff
+                B[:j, j] += to_numpy(coeff)
+        norm = float(xp.sqrt(xp.sum(v * v)))
+        if norm > 1e-14 * scale:
+            Q[:, j] = v / norm
+            B[j, j] = norm
+    return Q, B
 
 
 def lanczos_curves(matvec, M: int, c, m, F: float, ts, *, tol: float = 1e-10, max_steps: int = 400,
                    min_steps: int = 20) -> KrylovCurves:
     """Exact-to-``tol`` student loss curves for the teachers in the columns of ``c``.
 
-    ``matvec(X)`` returns ``H @ X`` for an ``(M, lanes)`` block; ``c`` is ``(M, n)`` (``E[phi_j
-    f_TE]`` per teacher), ``m`` is ``(M,)`` (``E[phi_j f*]``). Steps are added until the curves
-    change by less than ``tol`` (relative, every ``t``) over the last ``CHECK_EVERY`` steps, or
-    ``max_steps`` is reached; the result says which, and never holds NaN.
+    ``matvec(X)`` returns ``H @ X`` for an ``(M, n + 1)`` block; ``c`` is ``(M, n)``
+    (``E[phi_j f_TE]`` per teacher), ``m`` is ``(M,)`` (``E[phi_j f*]``). Steps are added until
+    the curves change by less than ``tol`` (relative, every ``t``) over the last
+    ``CHECK_EVERY`` steps, or ``max_steps`` is reached; the result says which, and never
+    holds NaN.
     """
     xp = array_namespace(c)
     ts = np.asarray(ts, float)
     n = c.shape[1]
-    V0 = xp.concatenate([c, c + m[:, None], m[:, None]], axis=1)  # (M, 2n + 1)
-    lanes = V0.shape[1]
-    norms = xp.sqrt(xp.sum(V0 * V0, axis=0))
-    norms2 = to_numpy(norms) ** 2
-    q = V0 / xp.where(norms > 0, norms, 1.0)
+    p = n + 1
+    X = xp.concatenate([c, m[:, None]], axis=1)
+    q, R = _orthonormalize(X, float(xp.max(xp.sqrt(xp.sum(X * X, axis=0)))), xp)
     max_steps = min(max_steps, M)
-    Q = xp.zeros((max_steps, M, lanes))
-    alpha = np.zeros((max_steps, lanes))
-    beta = np.zeros((max_steps, lanes))
-    scale = None
+    basis = xp.zeros((max_steps * p, M))  # block k in rows k p ... (k + 1) p: the products are gemm
+    A = np.zeros((max_steps, p, p))
+    B = np.zeros((max_steps, p, p))
+    scale = 0.0
     previous, achieved = None, np.inf
 
     def curves(k):
-        theta, weights = _gauss_rules(alpha[:k], beta[:k], norms2)
-        g = growth(ts, theta.reshape(-1)).reshape(len(ts), *theta.shape).transpose(1, 0, 2)  # (lanes, T, k)
-        q = np.einsum("lk,ltk->lt", weights, g)  # v^T g v for every lane
-        quad = np.einsum("lk,ltk->lt", weights[:n], g[:n] ** 2 * theta[:n, None, :])  # c^T g^2 H c
-        cross = (q[n:2 * n] - q[:n] - q[2 * n]) / 2.0  # c^T g m
+        T = np.zeros((k * p, k * p))
+        for i in range(k):
+            T[i * p:(i + 1) * p, i * p:(i + 1) * p] = A[i]
+            if i + 1 < k:
+                T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = B[i]
+                T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = B[i].T
+        theta, S = np.linalg.eigh(T)
+        theta = np.maximum(theta, 0.0)  # H is PSD: negative Ritz values are round-off
+        V = R.T @ S[:p]  # x_i^T f(H) x_j ~ sum_l V[i, l] V[j, l] f(theta_l)
+        g = growth(ts, theta)  # (T, k p)
+        quad = (V[:n] ** 2) @ (g ** 2 * theta).T  # c^T g^2 H c
+        cross = (V[:n] * V[n]) @ g.T  # c^T g m
         return F + (quad - 2.0 * cross) / M
 
     for k in range(max_steps):
-        Q[k] = q
+        basis[k * p:(k + 1) * p] = q.T
         w = matvec(q)
-        a = xp.sum(q * w, axis=0)
-        # Full re-orthogonalisation against this lane's earlier vectors, twice.
+        a = to_numpy(q.T @ w)
+        A[k] = (a + a.T) / 2.0
+        # Full re-orthogonalisation against every earlier block, twice.
+        earlier = basis[:(k + 1) * p]
         for _ in range(2):
-            coeff = xp.einsum("kml,ml->kl", Q[: k + 1], w)
-            w = w - xp.einsum("kml,kl->ml", Q[: k + 1], coeff)
-        b = xp.sqrt(xp.sum(w * w, axis=0))
-        alpha[k], beta[k] = to_numpy(a), to_numpy(b)
-        if not (np.all(np.isfinite(alpha[k])) and np.all(np.isfinite(beta[k]))):
+            w = w - earlier.T @ (earlier @ w)
+        if not np.all(np.isfinite(A[k])):
             raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {M}, "
                               f"backend {xp.__name__})")
-        scale = max(scale or 0.0, float(np.max(np.abs(alpha[k]))))
-        # Breakdown: the Krylov space is invariant and the quadrature already exact; a zero
-        # vector decouples T, and its further nodes get zero weight.
-        live = b > 1e-14 * scale
-        q = xp.where(live, w / xp.where(live, b, 1.0), 0.0)
+        scale = max(scale, float(np.max(np.abs(A[k]))))
+        q, B[k] = _orthonormalize(w, scale, xp)
+        if not np.all(np.isfinite(B[k])):
+            raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {M}, "
+                              f"backend {xp.__name__})")
         steps = k + 1
         if steps >= min_steps and (steps % CHECK_EVERY == 0 or steps == max_steps):
             current = curves(steps)
