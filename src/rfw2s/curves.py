@@ -64,7 +64,6 @@ class UpperPanels:
 
     def __init__(self, model, W, block: int = SYMMETRIC_BLOCK):
         M = W.shape[0]
-        self.shape = (M, M)
         self.edges = list(range(0, M, block)) + [M]
         columns = _columns(W)
         self.panels = []
@@ -124,15 +123,17 @@ def dense_matvec(G, M: int):
     return matvec
 
 
-def gram_tiles(model, W, tile_rows: int = TILE_ROWS, buffer=None):
+def gram_tiles(model, W, tile_rows: int = TILE_ROWS, buffer=None, columns=None):
     """``(start, G[start:start + rows])`` for the kernel of the features ``W``, tile by tile
     in one reused ``buffer`` (each tile is overwritten by the next): fused and in place when
-    the model has ``gram_into``, else from its ``gram``."""
+    the model has ``gram_into``, else from its ``gram``. A caller that sweeps the tiles
+    repeatedly passes ``columns = _columns(W)`` once."""
     xp = array_namespace(W)
     M = W.shape[0]
     if buffer is None:
         buffer = xp.empty((min(tile_rows, M), M))
-    columns = _columns(W)
+    if columns is None:
+        columns = _columns(W)
     for start in range(0, M, tile_rows):
         tile = buffer[: min(tile_rows, M - start)]
         _fill(model, W[start:start + tile_rows], columns, tile)
@@ -159,10 +160,11 @@ def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
     """``X -> H @ X`` with ``H`` built tile by tile from the features, never stored."""
     xp = array_namespace(W)
     buffer = xp.empty((min(tile_rows, M), M))  # allocated once: every step reuses it
+    columns = _columns(W)
 
     def matvec(X):
         Y = xp.empty((M, X.shape[1]))
-        for start, tile in gram_tiles(model, W, tile_rows, buffer):
+        for start, tile in gram_tiles(model, W, tile_rows, buffer, columns):
             xp.matmul(tile, X, out=Y[start:start + tile.shape[0]])
         Y /= M
         return Y
