@@ -45,11 +45,19 @@ def arithmetic_floor_s(M: int, d: int, lanes: int, steps: int, gemm_tflops: floa
     return steps * (gemm + vector)
 
 
+def traffic_floor_s(M: int, steps: int, bandwidth_tbps: float) -> float:
+    """Seconds the matrix-free run's memory traffic takes at the device's peak bandwidth:
+    each step the inner products write every tile (8 bytes an element) and the fused kernel
+    function and product read it once (8 more). A fully fused kernel (inner products
+    included) would move nothing of that size; ours keeps the inner products on cuBLAS."""
+    return steps * 16.0 * M * M / (bandwidth_tbps * 1e12)
+
+
 def _peak_host_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, queue) -> None:
+def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, bandwidth, queue) -> None:
     from rfw2s import backend as backends
     from rfw2s.curves import exact_curves, stored_kernel
     from rfw2s.models import relu_sphere
@@ -92,6 +100,8 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
         if peaks is not None:
             row["floor_s"] = arithmetic_floor_s(M, model.d, len(TEACHERS) + 1, free.steps, *peaks)
             row["over_floor"] = row["matrix_free_s"] / row["floor_s"]
+        if bandwidth is not None:
+            row["traffic_floor_s"] = traffic_floor_s(M, free.steps, bandwidth)
         if reference is not None:
             row["matrix_free_vs_eigh"] = float(np.max(np.abs(free.losses / reference - 1)))
     row["peak_host_MiB"] = _peak_host_mib()
@@ -141,8 +151,7 @@ def _sampled_versus_exact(backend: str, M: int) -> dict:
 
 COLUMNS = ["backend", "M_ST", "draw_s", "teachers_s", "kernel_s", "eigh_curves_s", "lanczos_s", "lanczos_steps",
            "lanczos_vs_eigh", "matrix_free_s", "matrix_free_steps", "matrix_free_vs_eigh", "floor_s", "over_floor",
-           "peak_host_MiB",
-           "peak_gpu_MiB"]
+           "traffic_floor_s", "peak_host_MiB", "peak_gpu_MiB"]
 
 
 def _markdown(rows) -> str:
@@ -167,6 +176,8 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, nargs=2, metavar=("MATRIX", "VECTOR"),
                    help="the device's FP64 peaks (matrix units, vector units) for the matrix-free arithmetic "
                         "floor, e.g. 67 34 for an H100/H200 SXM (datasheet)")
+    p.add_argument("--peak-bandwidth", type=float, metavar="TB/s",
+                   help="the device's memory bandwidth for the matrix-free traffic floor, e.g. 4.8 for an H200")
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     a = p.parse_args()
 
@@ -177,7 +188,7 @@ def main() -> None:
     for M in a.sizes:
         queue = ctx.Queue()
         proc = ctx.Process(target=_one_size, args=(a.backend, M, a.eigh_max, a.matrix_free_max, a.peak_tflops,
-                                                          queue))
+                                                          a.peak_bandwidth, queue))
         proc.start()
         proc.join()
         if proc.exitcode != 0:
@@ -194,6 +205,9 @@ def main() -> None:
         report += [f"floor_s: the arithmetic floor of the matrix-free run (bench/benchmark.py "
                    f"arithmetic_floor_s) at FP64 peaks of {a.peak_tflops[0]:g} (matrix) and {a.peak_tflops[1]:g} "
                    f"(vector) TFLOP/s, {KAPPA_FLOPS} operations per kernel element; over_floor = measured / floor.", ""]
+    if a.peak_bandwidth:
+        report += [f"traffic_floor_s: the matrix-free run's tile traffic (16 bytes an element a step, "
+                   f"bench/benchmark.py traffic_floor_s) at {a.peak_bandwidth:g} TB/s.", ""]
     if a.sampled:
         s = _sampled_versus_exact(a.backend, a.sampled)
         print(json.dumps(s), flush=True)

@@ -63,6 +63,6 @@ yaml.safe_dump(config, open(f"{sys.argv[1]}/fig2.yaml", "w"))
 PY
 cold_run "fig2 of config.yaml (the default experiment)" "$configs/fig2.yaml" 120
 timeout 300 python3 bench/benchmark.py --backend cupy --sizes 16384 32768 65536 131072 --eigh-max 32768 \
-    --matrix-free-max 131072 --peak-tflops 67 34 --sampled 4096 || echo "(benchmark stopped or failed)"
+    --matrix-free-max 131072 --peak-tflops 67 34 --peak-bandwidth 4.8 --sampled 4096 || echo "(benchmark stopped or failed)"
 save
 cold_run "the whole config.yaml" "$configs/default.yaml" 150

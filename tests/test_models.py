@@ -128,6 +128,22 @@ def test_unknown_model_lists_available():
 
 @pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),
                                         ("linear_spiked", {"d": 9, "k": 2, "eps": 0.1, "target": "first"})])
+@pytest.mark.parametrize("lanes", [1, 6])
+def test_matrix_free_product_is_the_kernel_times_the_block(name, spec, backend, lanes, rng):
+    # Tiles of 8 rows (the last one short): relu_sphere's product is one fused pass over each
+    # tile on CuPy (kernel function and product), every other case gram_into and a product.
+    be = as_backend(backend)
+    model = make_model(name, **spec)
+    W = model.sample_features(seed_sequence(0, "student", 37, 0), 37)
+    X = rng.standard_normal((37, lanes))
+    product = to_numpy(curves.tiled_matvec(model, be.asarray(W), 37, tile_rows=8)(be.asarray(X)))
+    reference = model.gram(W, W) @ X / 37
+    scale = np.abs(model.gram(W, W)) @ np.abs(X) / 37
+    assert np.max(np.abs(product - reference) / scale) < 1e-14
+
+
+@pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),
+                                        ("linear_spiked", {"d": 9, "k": 2, "eps": 0.1, "target": "first"})])
 def test_features_into_a_buffer_are_the_features(name, spec, backend, rng):
     be = as_backend(backend)
     model = make_model(name, **spec)

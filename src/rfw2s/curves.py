@@ -33,6 +33,17 @@ def _fill(model, rows, columns, out):
         out[...] = model.gram(rows, columns)
 
 
+def _product(model, rows, columns, X, work, out):
+    """``out[...] = gram(rows, columns) @ X``, ``work`` a scratch tile: in one pass where the
+    model fuses the kernel function with the product (``gram_product_into``)."""
+    into = getattr(model, "gram_product_into", None)
+    if into is not None:
+        into(rows, columns, X, work, out)
+    else:
+        _fill(model, rows, columns, work)
+        array_namespace(work).matmul(work, X, out=out)
+
+
 def _columns(W):
     """``W`` as the column operand of kernel tiles ``gram(rows, W)``. NumPy computes
     ``A @ A.T`` on one buffer by syrk, 8x slower than gemm at small ``d`` (matrix-free
@@ -164,8 +175,9 @@ def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
 
     def matvec(X):
         Y = xp.empty((M, X.shape[1]))
-        for start, tile in gram_tiles(model, W, tile_rows, buffer, columns):
-            xp.matmul(tile, X, out=Y[start:start + tile.shape[0]])
+        for start in range(0, M, tile_rows):
+            stop = min(start + tile_rows, M)
+            _product(model, W[start:stop], columns, X, buffer[:stop - start], Y[start:stop])
         Y /= M
         return Y
 

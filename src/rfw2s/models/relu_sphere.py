@@ -36,8 +36,108 @@ def kappa(rho, d: int):
 
 # Elements per pass on the CPU: the temporaries stay in cache (a fused kernel by hand).
 _CHUNK = 1 << 15
-_CUDA_KAPPA = None
 _POOLS: dict = {}  # thread count -> executor, for the CPU's kappa_into
+# kappa of a clipped inner product ``x`` in CUDA C (ElementwiseKernel and RawKernel alike).
+_CUDA_KAPPA_EXPRESSION = "(sqrt((1.0 - x) * (1.0 + x)) + x * acos(-x)) * scale"
+_CUDA_KERNELS: dict = {}  # compiled on first use: "kappa", and ("product", lanes)
+
+# The matrix-free product's kernel: a tile ``T`` of inner products (``rows x M``) read once,
+# ``kappa`` applied and multiplied by the Lanczos block (given transposed, ``LANES x M``), so
+# the kernel values are never written back and read again (half the tile's memory traffic).
+# Thread (lane, slice, row group) sums ``kappa(T[i, j]) Xt[v, j]`` over the columns ``j``
+# of its slice congruent to its lane mod 32 (a warp reads 32 consecutive doubles of a row),
+# for ROWS rows at once (each ``Xt`` value is loaded once for ROWS products); it writes
+# ``partial[slice * 32 + lane, i, v]``, summed over the first axis afterwards. No shared
+# memory, synchronisation or atomics: the result is deterministic, and the source runs as
+# ordinary C++ thread by thread (tests/test_cuda_source.py checks it so, without a GPU).
+KAPPA_PRODUCT_SOURCE = r"""
+extern "C" __global__ void rfw2s_relu_kappa_product(
+    const double* __restrict__ T, const double* __restrict__ Xt, double* __restrict__ partial,
+    const long long rows, const long long M, const long long slice_width, const double scale)
+{
+    const long long thread = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long lane = thread % 32;
+    const long long warp = thread / 32;
+    const long long groups = (rows + ROWS - 1) / ROWS;
+    const long long group = warp % groups;
+    const long long slice = warp / groups;
+    if (slice * slice_width >= M) return;
+    const long long row0 = group * ROWS;
+    const long long row_count = rows - row0 < ROWS ? rows - row0 : ROWS;
+    const long long stop = (slice + 1) * slice_width < M ? (slice + 1) * slice_width : M;
+    double acc[ROWS][LANES];
+    // Constant trip counts, unrolled: acc and xv stay in registers.
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int v = 0; v < LANES; ++v) acc[r][v] = 0.0;
+    for (long long j = slice * slice_width + lane; j < stop; j += 32) {
+        double xv[LANES];
+#pragma unroll
+        for (int v = 0; v < LANES; ++v) xv[v] = Xt[v * M + j];
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            if (r < row_count) {
+                const double x = fmin(1.0, fmax(-1.0, T[(row0 + r) * M + j]));
+                const double k = KAPPA;
+#pragma unroll
+                for (int v = 0; v < LANES; ++v) acc[r][v] += k * xv[v];
+            }
+        }
+    }
+    double* out = partial + (slice * 32 + lane) * rows * LANES;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+        if (r < row_count)
+#pragma unroll
+            for (int v = 0; v < LANES; ++v) out[(row0 + r) * LANES + v] = acc[r][v];
+}
+"""
+# Launch shape, unmeasured on a GPU so far (tune there): at 6 lanes nvcc 13.0 gives the
+# kernel 160 registers without spills (sm_90), so 3 blocks of 128 threads fit an SM, each
+# thread with 8 loads of the tile in flight per column; about 4096 warps per product (2-3
+# waves on an H200) keep ``partial`` small (50 MB for a 2048-row tile, 2.5% of its bytes).
+PRODUCT_ROWS = 8
+PRODUCT_WARPS = 4096
+PRODUCT_BLOCK = 128
+
+
+def kappa_product_source(lanes: int) -> str:
+    """:data:`KAPPA_PRODUCT_SOURCE` for a block of ``lanes`` vectors."""
+    return (f"#define ROWS {PRODUCT_ROWS}\n#define LANES {int(lanes)}\n"
+            f"#define KAPPA ({_CUDA_KAPPA_EXPRESSION})\n" + KAPPA_PRODUCT_SOURCE)
+
+
+def product_launch(rows: int, M: int) -> tuple[int, int, int]:
+    """``(slices, slice_width, threads)`` of the product kernel for a ``rows x M`` tile:
+    slices of whole warps' column strides, about PRODUCT_WARPS warps in all."""
+    groups = -(-rows // PRODUCT_ROWS)
+    slices = max(1, min(-(-M // 32), -(-PRODUCT_WARPS // groups)))
+    slice_width = 32 * -(-M // (32 * slices))
+    slices = -(-M // slice_width)
+    return slices, slice_width, slices * groups * 32
+
+
+def kappa_product_into(T, X, d: int, out):
+    """``out[...] = kappa(T) @ X`` on CuPy in one pass over ``T`` (a C-contiguous tile of
+    inner products, ``rows x M``; ``X`` is ``M x lanes``): :data:`KAPPA_PRODUCT_SOURCE`."""
+    import cupy
+
+    rows, M = T.shape
+    lanes = X.shape[1]
+    if T.dtype != cupy.float64 or not T.flags.c_contiguous or X.shape[0] != M:
+        raise ValueError(f"kappa_product_into needs a C-contiguous float64 tile and a block with as many "
+                         f"rows as the tile has columns; got {T.dtype} {T.shape}, block {X.shape}")
+    key = ("product", lanes)
+    if key not in _CUDA_KERNELS:
+        _CUDA_KERNELS[key] = cupy.RawKernel(kappa_product_source(lanes), "rfw2s_relu_kappa_product")
+    slices, slice_width, threads = product_launch(rows, M)
+    partial = cupy.empty((slices * 32, rows, lanes))
+    Xt = cupy.ascontiguousarray(X.T, dtype=cupy.float64)
+    _CUDA_KERNELS[key]((-(-threads // PRODUCT_BLOCK),), (PRODUCT_BLOCK,),
+                       (T, Xt, partial, np.int64(rows), np.int64(M), np.int64(slice_width),
+                        np.float64(1.0 / (2.0 * math.pi * d))))
+    return partial.sum(axis=0, out=out)
 
 
 def kappa_into(R, d: int):
@@ -55,14 +155,13 @@ def kappa_into(R, d: int):
                          f"contiguous={R.flags.c_contiguous}")
     scale = 1.0 / (2.0 * math.pi * d)
     if xp.__name__ == "cupy":
-        global _CUDA_KAPPA
-        if _CUDA_KAPPA is None:
+        if "kappa" not in _CUDA_KERNELS:
             # ``k`` is read and written in place (an output parameter, like ``y += x``).
-            _CUDA_KAPPA = xp.ElementwiseKernel(
+            _CUDA_KERNELS["kappa"] = xp.ElementwiseKernel(
                 "float64 scale", "float64 k",
-                "double x = fmin(1.0, fmax(-1.0, k)); k = (sqrt((1.0 - x) * (1.0 + x)) + x * acos(-x)) * scale;",
+                f"double x = fmin(1.0, fmax(-1.0, k)); k = {_CUDA_KAPPA_EXPRESSION};",
                 "rfw2s_relu_kappa")
-        _CUDA_KAPPA(scale, R)
+        _CUDA_KERNELS["kappa"](scale, R)
         return R
     flat = R.reshape(-1)  # a view, R being contiguous
     threads = min(_cpu_threads(), flat.size // _CHUNK)
@@ -123,6 +222,17 @@ class ReluSphere:
         xp = array_namespace(A, B)
         xp.matmul(A, B.T, out=out)
         return kappa_into(out, self.d)
+
+    def gram_product_into(self, A, B, X, work, out):
+        """``out[...] = gram(A, B) @ X`` with ``work`` (a contiguous tile of gram's shape) as
+        scratch. On CuPy the kernel function and the product are one pass over the tile
+        (:func:`kappa_product_into`); on the CPU, where the kernel function costs more than
+        memory, :meth:`gram_into` and a matrix product."""
+        xp = array_namespace(A, B, X)
+        if xp.__name__ != "cupy":
+            return xp.matmul(self.gram_into(A, B, work), X, out=out)
+        xp.matmul(A, B.T, out=work)
+        return kappa_product_into(work, X, self.d, out)
 
     def target_moments(self, A):
         """``m[j] = E_x[phi(x; a_j) f*(x)] = <a_j, beta> / (2d)``."""
