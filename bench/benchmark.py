@@ -116,6 +116,44 @@ def _memory_budget(be) -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+class _Unfused:
+    """A model without its fused product (``gram_product_into``): tiles, then a product."""
+
+    def __init__(self, model):
+        self.gram, self.gram_into = model.gram, model.gram_into
+
+
+def _product_rows(backend: str, sizes, repeats: int = 3) -> list[dict]:
+    """Seconds per matrix-free product ``H @ X`` (6 vectors, one Lanczos step's access to
+    ``H``), with the model's fused product and by plain tiles, and how far the two differ."""
+    from rfw2s.backend import as_backend, to_numpy
+    from rfw2s.curves import tiled_matvec
+    from rfw2s.models import relu_sphere
+    from rfw2s.seeding import seed_sequence
+
+    be = as_backend(backend)
+    model = relu_sphere(32)
+    rows = []
+    for M in sizes:
+        W = be.asarray(model.sample_features(seed_sequence(0, "student", M, 0), M))
+        X = be.asarray(np.random.default_rng(0).standard_normal((M, 6)))
+        row, products = {"backend": be.name, "M_ST": M}, {}
+        for name, how in (("fused", model), ("tiles", _Unfused(model))):
+            matvec = tiled_matvec(how, W, M)
+            products[name] = to_numpy(matvec(X))  # compiles and warms up
+            be.synchronize()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                matvec(X)
+            be.synchronize()
+            row[f"{name}_s_per_step"] = (time.perf_counter() - start) / repeats
+        row["fused_vs_tiles"] = float(np.max(np.abs(products["fused"] - products["tiles"]))
+                                      / np.max(np.abs(products["tiles"])))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def _sampled_versus_exact(backend: str, M: int) -> dict:
     """Seconds for sampled-data GD to estimate one teacher's best loss to 1% (standard error),
     against the exact path (kernel + Lanczos) for the same teacher, same machine."""
@@ -178,6 +216,8 @@ def main() -> None:
                         "floor, e.g. 67 34 for an H100/H200 SXM (datasheet)")
     p.add_argument("--peak-bandwidth", type=float, metavar="TB/s",
                    help="the device's memory bandwidth for the matrix-free traffic floor, e.g. 4.8 for an H200")
+    p.add_argument("--products", type=int, nargs="*", default=[],
+                   help="sizes at which to time one matrix-free product, fused and by plain tiles")
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     a = p.parse_args()
 
@@ -208,6 +248,14 @@ def main() -> None:
     if a.peak_bandwidth:
         report += [f"traffic_floor_s: the matrix-free run's tile traffic (16 bytes an element a step, "
                    f"bench/benchmark.py traffic_floor_s) at {a.peak_bandwidth:g} TB/s.", ""]
+    if a.products:
+        product_rows = _product_rows(a.backend, a.products)
+        cols = list(product_rows[0])
+        report += ["One matrix-free product `H @ X` (6 vectors): the model's fused kernel function and "
+                   "product against plain tiles (inner products, kernel function in place, product).", "",
+                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        report += ["| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
+                   for r in product_rows] + [""]
     if a.sampled:
         s = _sampled_versus_exact(a.backend, a.sampled)
         print(json.dumps(s), flush=True)

@@ -6,7 +6,8 @@
 #      the README's command, stage by stage;
 #   2. solver stages on CuPy at M_ST = 16384 ... 131072 (matrix-free at the top, with its
 #      arithmetic floor), dense eigh up to 32768 as the reference, Lanczos-vs-eigh agreement;
-#   3. sampled-data training vs the exact path for one teacher;
+#   3. sampled-data training vs the exact path for one teacher; one matrix-free product,
+#      fused against plain tiles;
 #   4. the whole default config (wide_student included), cold;
 #   and the start-up of one NumPy and one CuPy process (what grouping jobs would save).
 # Snakemake must be importable (on the lent machine: wheels in .whl, see the device notes).
@@ -62,7 +63,11 @@ config["experiments"] = {"fig2": config["experiments"]["fig2"]}
 yaml.safe_dump(config, open(f"{sys.argv[1]}/fig2.yaml", "w"))
 PY
 cold_run "fig2 of config.yaml (the default experiment)" "$configs/fig2.yaml" 120
-timeout 300 python3 bench/benchmark.py --backend cupy --sizes 16384 32768 65536 131072 --eigh-max 32768 \
-    --matrix-free-max 131072 --peak-tflops 67 34 --peak-bandwidth 4.8 --sampled 4096 || echo "(benchmark stopped or failed)"
+timeout 45 python3 bench/benchmark.py --backend cupy --sizes --products 32768 131072 \
+    || echo "(product benchmark stopped or failed)"
 save
-cold_run "the whole config.yaml" "$configs/default.yaml" 150
+timeout 300 python3 bench/benchmark.py --backend cupy --sizes 16384 32768 65536 131072 --eigh-max 32768 \
+    --matrix-free-max 131072 --peak-tflops 67 34 --peak-bandwidth 4.8 --sampled 4096 \
+    || echo "(benchmark stopped or failed)"
+save
+cold_run "the whole config.yaml" "$configs/default.yaml" 120
