@@ -2,6 +2,7 @@
 # Every GPU benchmark in one run (inside 10 minutes on an H100/H200), for a session that
 # has a GPU machine. Appends to bench/RESULTS.md and copies it to $OUT (when set) after
 # every stage, so a run cut short still returns what it measured.
+#   0. the NumPy/CuPy agreement tests (every CuPy path, the fused product kernel among them);
 #   1. the default experiment (fig2 as in config.yaml, validation included), cold, under
 #      the README's command, stage by stage;
 #   2. solver stages on CuPy at M_ST = 16384 ... 131072 (matrix-free at the top, with its
@@ -10,13 +11,21 @@
 #      fused against plain tiles;
 #   4. the whole default config (wide_student included), cold;
 #   and the start-up of one NumPy and one CuPy process (what grouping jobs would save).
-# Snakemake must be importable (on the lent machine: wheels in .whl, see the device notes).
+# Snakemake must be importable: on the lent machine (no network) from the wheels that
+# bench/device_wheels.sh puts in .whl/ here; carry .whl and run there
+#   pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site bash bench/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # rfw2s from this checkout, installed or not
 python3 -c "import cupy; print('GPU:', cupy.cuda.runtime.getDeviceProperties(0)['name'].decode())"
 
 save() { if [ -n "${OUT:-}" ]; then cp bench/RESULTS.md "$OUT/"; fi; }
+
+timeout 60 python3 -m pytest -q -p no:cacheprovider -k cupy tests 2>&1 | tee /tmp/gpu_tests.log || true
+echo -e "\nNumPy/CuPy agreement tests (\`pytest -k cupy\`, $(date -u '+%F %H:%M') UTC): $(tail -1 /tmp/gpu_tests.log)" \
+    | tee -a bench/RESULTS.md
+save
 
 cold_run() {  # cold_run NAME CONFIG SECONDS: a fresh results folder, the README's command, timed
   local work start end
@@ -66,7 +75,7 @@ cold_run "fig2 of config.yaml (the default experiment)" "$configs/fig2.yaml" 120
 timeout 45 python3 bench/benchmark.py --backend cupy --sizes --products 32768 131072 \
     || echo "(product benchmark stopped or failed)"
 save
-timeout 300 python3 bench/benchmark.py --backend cupy --sizes 16384 32768 65536 131072 --eigh-max 32768 \
+timeout 240 python3 bench/benchmark.py --backend cupy --sizes 16384 32768 65536 131072 --eigh-max 32768 \
     --matrix-free-max 131072 --peak-tflops 67 34 --peak-bandwidth 4.8 --sampled 4096 \
     || echo "(benchmark stopped or failed)"
 save
