@@ -29,14 +29,14 @@ static Index blockIdx, threadIdx, blockDim;
 """
 # Every thread of the launch, in order.
 HOST_LAUNCH = r"""
-extern "C" void launch(long long blocks, long long block, const double* T, const double* Xt,
+extern "C" void launch(long long blocks, long long block, const double* T, const double* X,
                        double* partial, long long rows, long long M, long long slice_width, double scale) {
     blockDim.x = (unsigned)block;
     for (long long b = 0; b < blocks; ++b)
         for (long long t = 0; t < block; ++t) {
             blockIdx.x = (unsigned)b;
             threadIdx.x = (unsigned)t;
-            rfw2s_relu_kappa_product(T, Xt, partial, rows, M, slice_width, scale);
+            rfw2s_relu_kappa_product(T, X, partial, rows, M, slice_width, scale);
         }
 }
 """
@@ -58,11 +58,11 @@ class HostRawKernel:
                                 ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_double]
 
     def __call__(self, grid, block, args):
-        T, Xt, partial, rows, M, slice_width, scale = args
+        T, X, partial, rows, M, slice_width, scale = args
         assert [type(a) for a in args[3:]] == [np.int64, np.int64, np.int64, np.float64]
         # NaN where no thread writes: every entry must be written (the sum would show a miss).
         partial[...] = np.nan
-        self.launch(grid[0], block[0], T, Xt, partial, rows, M, slice_width, scale)
+        self.launch(grid[0], block[0], T, X, partial, rows, M, slice_width, scale)
 
 
 @pytest.fixture

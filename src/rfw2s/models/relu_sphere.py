@@ -42,17 +42,17 @@ _CUDA_KAPPA_EXPRESSION = "(sqrt((1.0 - x) * (1.0 + x)) + x * acos(-x)) * scale"
 _CUDA_KERNELS: dict = {}  # compiled on first use: "kappa", and ("product", lanes)
 
 # The matrix-free product's kernel: a tile ``T`` of inner products (``rows x M``) read once,
-# ``kappa`` applied and multiplied by the Lanczos block (given transposed, ``LANES x M``), so
+# ``kappa`` applied and multiplied by the Lanczos block ``X`` (``M x LANES``, row-major), so
 # the kernel values are never written back and read again (half the tile's memory traffic).
-# Thread (lane, slice, row group) sums ``kappa(T[i, j]) Xt[v, j]`` over the columns ``j``
+# Thread (lane, slice, row group) sums ``kappa(T[i, j]) X[j, v]`` over the columns ``j``
 # of its slice congruent to its lane mod 32 (a warp reads 32 consecutive doubles of a row),
-# for ROWS rows at once (each ``Xt`` value is loaded once for ROWS products); it writes
+# for ROWS rows at once (each row of ``X`` is loaded once for ROWS products); it writes
 # ``partial[slice * 32 + lane, i, v]``, summed over the first axis afterwards. No shared
 # memory, synchronisation or atomics: the result is deterministic, and the source runs as
 # ordinary C++ thread by thread (tests/test_cuda_source.py checks it so, without a GPU).
 KAPPA_PRODUCT_SOURCE = r"""
 extern "C" __global__ void rfw2s_relu_kappa_product(
-    const double* __restrict__ T, const double* __restrict__ Xt, double* __restrict__ partial,
+    const double* __restrict__ T, const double* __restrict__ X, double* __restrict__ partial,
     const long long rows, const long long M, const long long slice_width, const double scale)
 {
     const long long thread = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -74,7 +74,7 @@ extern "C" __global__ void rfw2s_relu_kappa_product(
     for (long long j = slice * slice_width + lane; j < stop; j += 32) {
         double xv[LANES];
 #pragma unroll
-        for (int v = 0; v < LANES; ++v) xv[v] = Xt[v * M + j];
+        for (int v = 0; v < LANES; ++v) xv[v] = X[j * LANES + v];
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
             if (r < row_count) {
@@ -94,7 +94,7 @@ extern "C" __global__ void rfw2s_relu_kappa_product(
 }
 """
 # Launch shape, unmeasured on a GPU so far (tune there): at 6 lanes nvcc 13.0 gives the
-# kernel 160 registers without spills (sm_90), so 3 blocks of 128 threads fit an SM, each
+# kernel 158 registers without spills (sm_90), so 3 blocks of 128 threads fit an SM, each
 # thread with 8 loads of the tile in flight per column; about 4096 warps per product (2-3
 # waves on an H200) keep ``partial`` small (50 MB for a 2048-row tile, 2.5% of its bytes).
 PRODUCT_ROWS = 8
@@ -133,9 +133,9 @@ def kappa_product_into(T, X, d: int, out):
         _CUDA_KERNELS[key] = cupy.RawKernel(kappa_product_source(lanes), "rfw2s_relu_kappa_product")
     slices, slice_width, threads = product_launch(rows, M)
     partial = cupy.empty((slices * 32, rows, lanes))
-    Xt = cupy.ascontiguousarray(X.T, dtype=cupy.float64)
+    X = cupy.ascontiguousarray(X, dtype=cupy.float64)  # the Lanczos block already is: no copy
     _CUDA_KERNELS[key]((-(-threads // PRODUCT_BLOCK),), (PRODUCT_BLOCK,),
-                       (T, Xt, partial, np.int64(rows), np.int64(M), np.int64(slice_width),
+                       (T, X, partial, np.int64(rows), np.int64(M), np.int64(slice_width),
                         np.float64(1.0 / (2.0 * math.pi * d))))
     return partial.sum(axis=0, out=out)
 
