@@ -192,8 +192,8 @@ COLUMNS = ["backend", "M_ST", "draw_s", "teachers_s", "kernel_s", "eigh_curves_s
            "traffic_floor_s", "peak_host_MiB", "peak_gpu_MiB"]
 
 
-def _markdown(rows) -> str:
-    cols = [c for c in COLUMNS if any(c in r for r in rows)]
+def _markdown(rows, columns=COLUMNS) -> str:
+    cols = [c for c in columns if any(c in r for r in rows)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
@@ -250,12 +250,9 @@ def main() -> None:
                    f"bench/benchmark.py traffic_floor_s) at {a.peak_bandwidth:g} TB/s.", ""]
     if a.products:
         product_rows = _product_rows(a.backend, a.products)
-        cols = list(product_rows[0])
         report += ["One matrix-free product `H @ X` (6 vectors): the model's fused kernel function and "
                    "product against plain tiles (inner products, kernel function in place, product).", "",
-                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        report += ["| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
-                   for r in product_rows] + [""]
+                   _markdown(product_rows, list(product_rows[0])), ""]
     if a.sampled:
         s = _sampled_versus_exact(a.backend, a.sampled)
         print(json.dumps(s), flush=True)

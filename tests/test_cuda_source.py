@@ -11,6 +11,7 @@ import ctypes
 import importlib
 import shutil
 import subprocess
+import sys
 import types
 
 import numpy as np
@@ -70,7 +71,7 @@ def host_cupy(tmp_path, monkeypatch):
     """CuPy, as far as ``kappa_product_into`` uses it, on the host."""
     fake = types.SimpleNamespace(float64=np.float64, empty=np.empty, ascontiguousarray=np.ascontiguousarray,
                                  RawKernel=lambda source, name: HostRawKernel(source, name, tmp_path))
-    monkeypatch.setitem(__import__("sys").modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(relu_module, "_CUDA_KERNELS", {})
     return fake
 
