@@ -1,6 +1,9 @@
+import shutil
+
 import numpy as np
 import pytest
 
+import emulated_cupy
 from rfw2s import backend as backends
 
 
@@ -14,16 +17,31 @@ def _gpu_reason():
 
 GPU_MISSING = _gpu_reason()
 
-# Every solver assertion runs on NumPy, and on CuPy where a GPU is usable.
-BACKENDS = [
-    "numpy",
-    pytest.param("cupy", marks=pytest.mark.skipif(GPU_MISSING is not None, reason=f"no GPU: {GPU_MISSING}")),
-]
+# Every solver assertion runs on NumPy, and on CuPy: the real one where a GPU is usable,
+# else its strict emulation (tests/emulated_cupy.py: CuPy's rules for device arrays, the
+# CUDA kernels' source run as C++), so the CuPy code paths are tested on every machine.
+CUPY = ("cupy" if GPU_MISSING is None else
+        pytest.param("emulated-cupy", marks=pytest.mark.skipif(shutil.which("g++") is None,
+                                                               reason="emulated CuPy needs g++")))
+BACKENDS = ["numpy", CUPY]
+
+
+def _backend_name(request, monkeypatch) -> str:
+    if request.param == "emulated-cupy":
+        emulated_cupy.install(monkeypatch)
+        return "cupy"
+    return request.param
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
+def backend(request, monkeypatch):
+    return _backend_name(request, monkeypatch)
+
+
+@pytest.fixture(params=[CUPY])
+def cupy_backend(request, monkeypatch):
+    """CuPy, real or emulated, for comparisons with NumPy."""
+    return _backend_name(request, monkeypatch)
 
 
 @pytest.fixture

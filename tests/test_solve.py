@@ -120,17 +120,12 @@ def test_growth_function_limits():
         growth([-1.0], lam)
 
 
-def test_numpy_and_cupy_agree():
-    pytest.importorskip("cupy")
-    from conftest import GPU_MISSING
-
-    if GPU_MISSING:
-        pytest.skip(GPU_MISSING)
+def test_numpy_and_cupy_agree(cupy_backend):
     model = relu_sphere(32)
     W, U = _draw("student", 2048, model=model), _draw("teacher", 32, model=model)
     ts = np.geomspace(1e2, 1e8, 50)
-    fits = {b: fit_teacher(model, U, backend=b) for b in ("numpy", "cupy")}
+    fits = {b: fit_teacher(model, U, backend=b) for b in ("numpy", cupy_backend)}
     assert fits["cupy"].loss == pytest.approx(fits["numpy"].loss, rel=1e-10)
-    curves = {b: student_losses(model, W, U, fits[b].coef, ts, backend=b) for b in ("numpy", "cupy")}
+    curves = {b: student_losses(model, W, U, fits[b].coef, ts, backend=b) for b in ("numpy", cupy_backend)}
     assert isinstance(curves["cupy"], np.ndarray)
     assert np.allclose(curves["cupy"], curves["numpy"], rtol=1e-9)

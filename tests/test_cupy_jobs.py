@@ -1,0 +1,87 @@
+"""The pipeline's GPU jobs, run as steps (``python -m rfw2s ...`` in-process) on CuPy and on
+NumPy: the same tables. On a machine without a GPU, CuPy is its strict emulation
+(tests/emulated_cupy.py), so the jobs' CuPy paths (transfers, the kernel built on the
+device, the fused product, cuSOLVER's eigh, the memory check) run everywhere."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import emulated_cupy
+from conftest import GPU_MISSING
+from rfw2s import cli, resources
+from rfw2s.artifacts import read_metadata
+from rfw2s.models import relu_sphere
+from rfw2s.sample import train_students
+from rfw2s.seeding import seed_sequence
+from rfw2s.solve import fit_teacher
+
+MODEL = json.dumps({"name": "relu_sphere", "d": 8})
+T_GRID = ["--t-min", "1", "--t-max", "1e8", "--t-num", "40"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A 300-wide student and teachers of 4 and 16 features, drawn and fitted on NumPy."""
+    folder = tmp_path_factory.mktemp("inputs")
+    student = folder / "student.npy"
+    cli.main(["draw", "--model", MODEL, "--seed", "3", "--size", "300", "--replicate", "0", "--out", str(student)])
+    teachers = []
+    for m_te in (4, 16):
+        teachers.append(folder / f"teacher_{m_te}.npz")
+        cli.main(["teacher", "--model", MODEL, "--backend", "numpy", "--seed", "3", "--m-te", str(m_te),
+                  "--replicate", "0", "--out", str(teachers[-1])])
+    return student, [str(t) for t in teachers]
+
+
+def _curves(inputs, out, backend, *how):
+    student, teachers = inputs
+    cli.main(["curves", "--model", MODEL, "--backend", backend, "--student", str(student), "--teachers", *teachers,
+              *how, "--replicate", "0", *T_GRID, "--out", str(out)])
+    return pd.read_parquet(out)
+
+
+def test_every_curve_job_layout_on_cupy_gives_the_numpy_tables(inputs, cupy_backend, tmp_path):
+    student, _ = inputs
+    reference = _curves(inputs, tmp_path / "numpy.parquet", "numpy", "--build-kernel")
+    # The kernel and eigh jobs on the device, then the curve job from their outputs.
+    gram, eigvals, eigvecs = (str(tmp_path / name) for name in ("gram.npy", "eigvals.npy", "eigvecs.npy"))
+    cli.main(["kernel", "--model", MODEL, "--backend", cupy_backend, "--draw", str(student), "--out", gram])
+    cli.main(["eigh", "--backend", cupy_backend, "--gram", gram, "--out-eigvals", eigvals, "--out-eigvecs", eigvecs])
+    layouts = {"built": ["--build-kernel"], "matrix_free": ["--matrix-free"], "cached": ["--gram", gram],
+               "eigh": ["--solver", "eigh", "--eigvals", eigvals, "--eigvecs", eigvecs]}
+    for name, how in layouts.items():
+        table = _curves(inputs, tmp_path / f"{name}.parquet", cupy_backend, *how)
+        assert table[["m_te", "t"]].equals(reference[["m_te", "t"]])
+        # Lanczos layouts agree to its tolerance (1e-10), eigh within it of Lanczos.
+        np.testing.assert_allclose(table["L_ST"], reference["L_ST"], rtol=1e-9, atol=0, err_msg=name)
+        assert read_metadata(tmp_path / f"{name}.parquet")["backend"] == "cupy"
+
+
+def test_sampled_training_on_cupy_is_the_numpy_training(cupy_backend):
+    # The inputs are drawn on the host from the same streams: only round-off may differ.
+    model = relu_sphere(8)
+    W = model.sample_features(seed_sequence(0, "student", 64, 0), 64)
+    teachers = []
+    for m in (2, 8):
+        U = model.sample_features(seed_sequence(0, "teacher", m, 0), m)
+        teachers.append((U, fit_teacher(model, U).coef))
+    options = dict(batch=128, n_eval=4096, runs=2, seed=5)
+    ts = [0.0, 50.0, 400.0]
+    numpy_curves = train_students(model, W, teachers, ts, backend="numpy", **options)
+    cupy_curves = train_students(model, W, teachers, ts, backend=cupy_backend, **options)
+    for ours, theirs in zip(cupy_curves, numpy_curves):
+        assert ours.eta == pytest.approx(theirs.eta, rel=1e-12)  # 2 / lam_max, from each backend's eigh
+        np.testing.assert_allclose(ours.ts, theirs.ts, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(ours.runs, theirs.runs, rtol=1e-10, atol=0)
+
+
+@pytest.mark.skipif(GPU_MISSING is None, reason="shrinks the emulated GPU's memory")
+def test_a_curve_job_too_big_for_the_gpu_is_refused_before_it_allocates(inputs, monkeypatch, tmp_path):
+    emulated_cupy.install(monkeypatch)
+    monkeypatch.setitem(emulated_cupy.MEMORY, "free", 1 << 20)
+    with pytest.raises(resources.InsufficientResources, match=r"curves at M_ST = 300 needs about .* of GPU "
+                                                              r"memory; only 1.0 MiB is free"):
+        _curves(inputs, tmp_path / "curves.parquet", "cupy", "--build-kernel")
+    assert not (tmp_path / "curves.parquet").exists()
