@@ -24,6 +24,7 @@ import atexit
 import contextlib
 import ctypes
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -233,14 +234,22 @@ static rfw2s_dim3 blockIdx, threadIdx, blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 """
-_LIBRARIES: dict = {}
+_LIBRARIES: dict = {}  # compiled kernels by source hash
+_PROCESS: dict = {}  # this process's build folder and, under the shims, its modules
+
+
+# Processes started by one test (a workflow's jobs) share their compiled kernels here.
+SHARED_BUILD = "RFW2S_EMULATED_CUPY_BUILD"
 
 
 def _build_folder() -> Path:
-    if "folder" not in _LIBRARIES:
-        _LIBRARIES["folder"] = Path(tempfile.mkdtemp(prefix="emulated-cupy-"))
-        atexit.register(shutil.rmtree, _LIBRARIES["folder"], ignore_errors=True)
-    return _LIBRARIES["folder"]
+    if "folder" not in _PROCESS:
+        if os.environ.get(SHARED_BUILD):
+            _PROCESS["folder"] = Path(os.environ[SHARED_BUILD])
+        else:
+            _PROCESS["folder"] = Path(tempfile.mkdtemp(prefix="emulated-cupy-"))
+            atexit.register(shutil.rmtree, _PROCESS["folder"], ignore_errors=True)
+    return _PROCESS["folder"]
 
 
 def _compile(source: str):
@@ -248,12 +257,17 @@ def _compile(source: str):
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
     if key not in _LIBRARIES:
         path = _build_folder() / f"kernel_{key}"
-        path.with_suffix(".cpp").write_text(source)
-        result = subprocess.run(["g++", "-O2", "-shared", "-fPIC", "-o", str(path.with_suffix(".so")),
-                                 str(path.with_suffix(".cpp"))], capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"emulated CuPy: the kernel source does not compile as C++:\n{result.stderr}")
-        _LIBRARIES[key] = ctypes.CDLL(str(path.with_suffix(".so")))
+        library = path.with_suffix(".so")
+        if not library.exists():
+            # Another process may compile the same source: each writes its own file, then renames.
+            scratch = path.with_name(f"{path.name}.{os.getpid()}")
+            scratch.with_suffix(".cpp").write_text(source)
+            result = subprocess.run(["g++", "-O2", "-shared", "-fPIC", "-o", str(scratch.with_suffix(".so")),
+                                     str(scratch.with_suffix(".cpp"))], capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"emulated CuPy: the kernel source does not compile as C++:\n{result.stderr}")
+            os.replace(scratch.with_suffix(".so"), library)
+        _LIBRARIES[key] = ctypes.CDLL(str(library))
     return _LIBRARIES[key]
 
 
@@ -458,3 +472,26 @@ def install(monkeypatch) -> types.ModuleType:
     if relu is not None:
         monkeypatch.setattr(relu, "_CUDA_KERNELS", {})
     return cupy
+
+
+def subprocess_environment(folder: Path) -> dict:
+    """Environment variables under which a Python subprocess (a Snakemake job) imports this
+    emulation as ``cupy`` and ``cupyx``: shims in ``folder`` put first on its path."""
+    for name, attribute in (("cupy", 0), ("cupyx", 1)):
+        package = Path(folder) / "shims" / name
+        package.mkdir(parents=True, exist_ok=True)
+        # A module that replaces itself in sys.modules while imported is what the import gives.
+        (package / "__init__.py").write_text(
+            f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nimport emulated_cupy\n"
+            f"sys.modules[{name!r}] = emulated_cupy.shared_modules()[{attribute}]\n")
+    (Path(folder) / "kernels").mkdir(exist_ok=True)
+    path = os.pathsep.join(filter(None, [str(Path(folder) / "shims"), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, SHARED_BUILD: str(Path(folder) / "kernels")}
+
+
+def shared_modules():
+    """The ``cupy`` and ``cupyx`` of this process (for the shims: one pair, whichever is
+    imported first)."""
+    if "modules" not in _PROCESS:
+        _PROCESS["modules"] = modules()
+    return _PROCESS["modules"]

@@ -1,11 +1,14 @@
 """The whole DAG on a tiny config: every artifact, the science's direction, and staleness."""
 import copy
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import emulated_cupy
+from conftest import GPU_MISSING
 from rfw2s.analysis import FIT_COLUMNS, LOSS_COLUMNS, SUMMARY_COLUMNS
 from rfw2s.artifacts import read_metadata
 from workflow_helpers import load_tiny, planned_jobs, snakemake, write_config
@@ -164,6 +167,28 @@ def test_a_cached_kernel_or_tiles_give_the_built_kernels_curves(tiny_run, tmp_pa
         assert G.shape == (exp["m_st"], exp["m_st"]) and np.allclose(G, G.T)
         assert (cache / f"gram_r{r}.npy").stat().st_mode & 0o044  # readable by others
         assert (cache / "logs" / f"kernel_r{r}.log").read_text().count("backend: numpy") == 1
+
+
+@pytest.mark.skipif(GPU_MISSING is not None and shutil.which("g++") is None, reason="no GPU, and no g++ to emulate one")
+def test_the_dag_on_cupy_gives_the_numpy_tables(tiny_run, tmp_path):
+    # The GPU's defaults: each curve job builds its kernel on the device; the validation's
+    # sampled training runs there too. Without a GPU every job imports the emulated CuPy.
+    workdir, _, config = tiny_run
+    variant = {k: v for k, v in config.items() if k != "experiments"} | {"backend": "cupy"}
+    variant["experiments"] = {"tiny": copy.deepcopy(config["experiments"]["tiny"])}
+    configfile = write_config(tmp_path, variant)
+    env = emulated_cupy.subprocess_environment(tmp_path / "emulated") if GPU_MISSING else None
+    assert planned_jobs(tmp_path, configfile, env=env).get("kernel", 0) == 0
+    snakemake(tmp_path, configfile, env=env)
+    ours, numpy_run = tmp_path / "results" / "tiny", workdir / "results" / "tiny"
+    for name, columns in (("losses", ["L_ST", "L_TE"]), ("summary", ["L_ST_min", "ratio_best", "t_best"]),
+                          ("validation_curves", ["L_ST", "se"])):
+        theirs, mine = pd.read_parquet(numpy_run / f"{name}.parquet"), pd.read_parquet(ours / f"{name}.parquet")
+        assert len(mine) == len(theirs)
+        np.testing.assert_allclose(mine[columns], theirs[columns], rtol=1e-9, atol=0, err_msg=name)
+    assert read_metadata(ours / "validation_curves.parquet")["backend"] == "cupy"
+    for log in (tmp_path / "results" / "logs" / "curves").glob("*.log"):
+        assert "backend: cupy (requested cupy)" in log.read_text()
 
 
 def test_model23_curves_and_near_quadratic_improvement(tiny_run):

@@ -23,9 +23,11 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
     return path
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """``env``: variables added to this process's environment."""
     # Jobs call `python`: make it this interpreter, as an activated venv would.
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]), **(env or {}))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), "--cores", "2", "--resources", "gpu=1", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -34,9 +36,9 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -
     return proc
 
 
-def planned_jobs(workdir: Path, configfile: Path, *targets: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, configfile: Path, *targets: str, env: dict | None = None) -> dict[str, int]:
     """Rule -> job count that a dry run would execute (empty when nothing is stale)."""
-    proc = snakemake(workdir, configfile, "--dry-run", *targets)
+    proc = snakemake(workdir, configfile, "--dry-run", *targets, env=env)
     text = proc.stdout + proc.stderr
     match = re.search(r"Job stats:\njob\s+count\n[-\s]+\n(.*?)\ntotal", text, re.S)
     if match is None:

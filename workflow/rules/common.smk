@@ -11,11 +11,13 @@ import yaml
 from snakemake.utils import validate
 
 # The workflow always runs the rfw2s source that sits beside it, here and in every
-# job (jobs inherit the environment; a cluster job re-reads this file). Jobs need
-# nothing else on PYTHONPATH: their libraries come from the environment's site-packages.
+# job (jobs inherit the environment; a cluster job re-reads this file). The rest of
+# PYTHONPATH stays: a job must import what this process found (CuPy, for the backend
+# resolved below).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ.update(PYTHONPATH=SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                    if p and p != SRC])
 import rfw2s.config  # noqa: E402
 import rfw2s.models  # noqa: E402
 from rfw2s.backend import BackendError, resolve  # noqa: E402
