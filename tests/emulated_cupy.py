@@ -120,8 +120,8 @@ class ndarray(NDArrayOperatorsMixin):
         return _call(func, *args, **kwargs)
 
 
-for _method in ("sum", "max", "min", "mean", "std", "any", "all", "dot", "argmin", "argmax",
-                "reshape", "ravel", "copy", "astype", "transpose", "squeeze", "cumsum", "conj"):
+for _method in ("sum", "max", "min", "mean", "std", "any", "all", "argmin", "argmax", "reshape", "ravel", "copy",
+                "astype", "transpose"):
     setattr(ndarray, _method, (lambda name: lambda self, *a, **k: _call(getattr(np.ndarray, name), self, *a, **k))(_method))
 
 
