@@ -1,5 +1,3 @@
-import shutil
-
 import numpy as np
 import pytest
 
@@ -16,13 +14,13 @@ def _gpu_reason():
 
 
 GPU_MISSING = _gpu_reason()
+NEEDS_COMPILER = pytest.mark.skipif(emulated_cupy.COMPILER is None,
+                                    reason="needs g++: the emulated CuPy runs CUDA sources compiled as C++")
 
 # Every solver assertion runs on NumPy, and on CuPy: the real one where a GPU is usable,
 # else its strict emulation (tests/emulated_cupy.py: CuPy's rules for device arrays, the
 # CUDA kernels' source run as C++), so the CuPy code paths are tested on every machine.
-CUPY = ("cupy" if GPU_MISSING is None else
-        pytest.param("emulated-cupy", marks=pytest.mark.skipif(shutil.which("g++") is None,
-                                                               reason="emulated CuPy needs g++")))
+CUPY = "cupy" if GPU_MISSING is None else pytest.param("emulated-cupy", marks=NEEDS_COMPILER)
 BACKENDS = ["numpy", CUPY]
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+# Kernels run as C++ compiled by g++ (without it, tests that need the emulation skip).
+COMPILER = shutil.which("g++")
 # Memory the emulated GPU reports (free, total) in bytes: a test may shrink it.
 MEMORY = {"free": 12 << 30, "total": 16 << 30}
 DEVICE_NAME = "Emulated GPU (NumPy and g++)"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import emulated_cupy
+from conftest import NEEDS_COMPILER
 from rfw2s.models.relu_sphere import kappa, kappa_product_source
 
 relu_module = importlib.import_module("rfw2s.models.relu_sphere")  # the package exports a function of that name
@@ -27,7 +28,7 @@ def host_cupy(monkeypatch):
     return emulated_cupy.install(monkeypatch)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler (g++)")
+@NEEDS_COMPILER
 @pytest.mark.parametrize("rows, M, lanes", [
     (37, 1000, 3),  # a partial row group, a partial last slice
     (1, 33, 1),  # one row, one column past a warp's stride
@@ -50,7 +51,7 @@ def test_kappa_product_kernel_agrees_with_numpy(host_cupy, rows, M, lanes):
     assert slices * slice_width >= M > (slices - 1) * slice_width and slice_width % 32 == 0
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler (g++)")
+@NEEDS_COMPILER
 def test_kappa_product_refuses_a_tile_it_cannot_read(host_cupy):
     T, out = host_cupy.zeros((4, 10)), host_cupy.empty((4, 2))
     with pytest.raises(ValueError, match="C-contiguous float64 tile"):

@@ -1,16 +1,14 @@
 """The emulated CuPy keeps CuPy's rules: each is asserted on the emulation, and on the real
 CuPy where a GPU is usable (the emulation is only worth what it shares with CuPy)."""
-import shutil
-
 import numpy as np
 import pytest
 
 import emulated_cupy
-from conftest import GPU_MISSING
+from conftest import GPU_MISSING, NEEDS_COMPILER
 
 
 @pytest.fixture(params=[
-    pytest.param("emulated", marks=pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")),
+    pytest.param("emulated", marks=NEEDS_COMPILER),
     pytest.param("real", marks=pytest.mark.skipif(GPU_MISSING is not None, reason=f"no GPU: {GPU_MISSING}")),
 ])
 def cupy(request, monkeypatch):
@@ -68,6 +66,7 @@ def test_kernels_run_their_source(cupy):
     assert np.array_equal(out.get(), 0.5 * np.arange(100))
 
 
+@NEEDS_COMPILER
 def test_the_emulation_shows_what_a_gpu_would_hide(monkeypatch):
     cupy = emulated_cupy.install(monkeypatch)
     assert np.isnan(cupy.empty((3, 2)).get()).all()  # unwritten device memory reads as NaN

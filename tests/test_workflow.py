@@ -1,7 +1,6 @@
 """The whole DAG on a tiny config: every artifact, the science's direction, and staleness."""
 import copy
 import re
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -169,7 +168,7 @@ def test_a_cached_kernel_or_tiles_give_the_built_kernels_curves(tiny_run, tmp_pa
         assert (cache / "logs" / f"kernel_r{r}.log").read_text().count("backend: numpy") == 1
 
 
-@pytest.mark.skipif(GPU_MISSING is not None and shutil.which("g++") is None, reason="no GPU, and no g++ to emulate one")
+@pytest.mark.skipif(GPU_MISSING is not None and emulated_cupy.COMPILER is None, reason="no GPU, and no g++ to emulate one")
 def test_the_dag_on_cupy_gives_the_numpy_tables(tiny_run, tmp_path):
     # The GPU's defaults: each curve job builds its kernel on the device; the validation's
     # sampled training runs there too. Without a GPU every job imports the emulated CuPy.
