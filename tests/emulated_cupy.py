@@ -122,9 +122,15 @@ class ndarray(NDArrayOperatorsMixin):
         return _call(func, *args, **kwargs)
 
 
+def _device_method(name):
+    def method(self, *args, **kwargs):
+        return _call(getattr(np.ndarray, name), self, *args, **kwargs)
+    return method
+
+
 for _method in ("sum", "max", "min", "mean", "std", "any", "all", "argmin", "argmax", "reshape", "ravel", "copy",
                 "astype", "transpose"):
-    setattr(ndarray, _method, (lambda name: lambda self, *a, **k: _call(getattr(np.ndarray, name), self, *a, **k))(_method))
+    setattr(ndarray, _method, _device_method(_method))
 
 
 def _check_fill(value):
@@ -265,7 +271,7 @@ def _compile(source: str):
             scratch = path.with_name(f"{path.name}.{os.getpid()}")
             scratch.with_suffix(".cpp").write_text(source)
             result = subprocess.run(["g++", "-O2", "-shared", "-fPIC", "-o", str(scratch.with_suffix(".so")),
-                                     str(scratch.with_suffix(".cpp"))], capture_output=True, text=True)
+                                     str(scratch.with_suffix(".cpp"))], capture_output=True, text=True, check=False)
             if result.returncode:
                 raise RuntimeError(f"emulated CuPy: the kernel source does not compile as C++:\n{result.stderr}")
             os.replace(scratch.with_suffix(".so"), library)

@@ -67,7 +67,7 @@ def test_sampled_training_on_cupy_is_the_numpy_training(cupy_backend):
     for m in (2, 8):
         U = model.sample_features(seed_sequence(0, "teacher", m, 0), m)
         teachers.append((U, fit_teacher(model, U).coef))
-    options = dict(batch=128, n_eval=4096, runs=2, seed=5)
+    options = {"batch": 128, "n_eval": 4096, "runs": 2, "seed": 5}
     ts = [0.0, 50.0, 400.0]
     numpy_curves = train_students(model, W, teachers, ts, backend="numpy", **options)
     cupy_curves = train_students(model, W, teachers, ts, backend=cupy_backend, **options)
