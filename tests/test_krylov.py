@@ -6,7 +6,8 @@ from rfw2s.curves import exact_curves
 from rfw2s.krylov import lanczos_curves
 from rfw2s.models import relu_sphere
 from rfw2s.seeding import seed_sequence
-from rfw2s.solve import fit_teacher
+from rfw2s.backend import as_backend
+from rfw2s.solve import SolverError, fit_teacher, symmetric_eigh
 
 MODEL = relu_sphere(32)
 TS = np.geomspace(1e2, 1e10, 120)
@@ -49,6 +50,23 @@ def test_breakdown_on_a_low_rank_kernel_is_exact():
     lanczos = exact_curves(MODEL, W, teachers, TS, gram=MODEL.gram(W, W), max_steps=200)
     assert lanczos.converged
     assert np.max(np.abs(lanczos.losses / dense.losses - 1)) < 1e-10
+
+
+def test_a_failed_eigendecomposition_raises_with_the_size_and_backend(backend):
+    be = as_backend(backend)
+    W, _ = _problem(6, sizes=())
+    G = MODEL.gram(W, W)
+    G[2, 3] = G[3, 2] = np.nan  # LAPACK returns NaN eigenvalues for it, cuSOLVER may raise
+    with pytest.raises(SolverError, match=rf"eigh .* 6 x 6 matrix on {backend}"):
+        symmetric_eigh(be.asarray(G), be)
+
+
+def test_a_non_finite_product_stops_lanczos_with_the_size_and_backend(backend):
+    be = as_backend(backend)
+    W, teachers = _problem(64, sizes=(4,))
+    c = be.asarray(np.stack([MODEL.gram(W, U) @ coef for U, coef in teachers], axis=1))
+    with pytest.raises(SolverError, match=rf"non-finite coefficients at step 1 \(M = 64, backend {backend}\)"):
+        lanczos_curves(lambda X: X * np.nan, 64, c, be.asarray(MODEL.target_moments(W)), MODEL.target_norm2, TS)
 
 
 def test_a_teacher_given_twice_gives_its_curve_twice():
