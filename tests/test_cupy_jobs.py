@@ -59,6 +59,15 @@ def test_every_curve_job_layout_on_cupy_gives_the_numpy_tables(inputs, cupy_back
         assert read_metadata(tmp_path / f"{name}.parquet")["backend"] == "cupy"
 
 
+def test_a_tolerance_the_step_budget_cannot_reach_is_in_the_table_and_the_log(inputs, backend, tmp_path, caplog):
+    table = _curves(inputs, tmp_path / "curves.parquet", backend, "--build-kernel", "--tol", "1e-15",
+                    "--max-steps", "30")
+    achieved = table["achieved_tol"]
+    assert (table["steps"] == 30).all() and np.isfinite(achieved).all() and (achieved > 1e-15).all()
+    assert np.isfinite(table["L_ST"]).all()
+    assert "the step budget 30 reached only" in caplog.text and "NOT the requested 1e-15" in caplog.text
+
+
 def test_sampled_training_on_cupy_is_the_numpy_training(cupy_backend):
     # The inputs are drawn on the host from the same streams: only round-off may differ.
     model = relu_sphere(8)
