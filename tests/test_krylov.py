@@ -6,6 +6,7 @@ from rfw2s.curves import exact_curves
 from rfw2s.krylov import lanczos_curves
 from rfw2s.models import relu_sphere
 from rfw2s.seeding import seed_sequence
+from rfw2s import solve
 from rfw2s.backend import as_backend
 from rfw2s.solve import SolverError, fit_teacher, symmetric_eigh
 
@@ -59,6 +60,12 @@ def test_a_failed_eigendecomposition_raises_with_the_size_and_backend(backend):
     G[2, 3] = G[3, 2] = np.nan  # LAPACK returns NaN eigenvalues for it, cuSOLVER may raise
     with pytest.raises(SolverError, match=rf"eigh .* 6 x 6 matrix on {backend}"):
         symmetric_eigh(be.asarray(G), be)
+
+
+def test_numpy_refuses_a_dense_eigh_lapack_cannot_do(monkeypatch):
+    monkeypatch.setattr(solve, "NUMPY_EIGH_MAX_N", 4)  # 32766 in truth: too big to allocate here
+    with pytest.raises(SolverError, match=r"5 x 5 matrix on numpy: LAPACK eigh fails for n >= 5; use a GPU"):
+        symmetric_eigh(np.eye(5), as_backend("numpy"))
 
 
 def test_a_non_finite_product_stops_lanczos_with_the_size_and_backend(backend):
