@@ -6,7 +6,8 @@ It enforces what most often breaks code that has never met a GPU, as CuPy does:
 * a device array is not a host array: ``np.asarray(device)`` raises TypeError (use
   ``.get()``); a host ndarray as the operand of a device operation, ufunc or function
   raises TypeError; a non-scalar host array assigned into a device slice raises ValueError
-  (CuPy routes it to ``fill``); ``out=`` must be a device array;
+  (CuPy routes it to ``fill``); and, stricter than CuPy may be, ``out=`` must be a device
+  array (a result written to the host would leave the device);
 * fresh device memory (``empty``, ``empty_like``) holds NaN, where a GPU holds garbage, so
   whatever is read before it is written shows;
 * ``ElementwiseKernel`` and ``RawKernel`` run their CUDA C source compiled as C++ (g++),
