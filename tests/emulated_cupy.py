@@ -210,10 +210,6 @@ def ascontiguousarray(a, dtype=None):
     return ndarray(np.array(a, dtype=dtype, order="C", copy=True))
 
 
-def asnumpy(a):
-    return a.get() if isinstance(a, ndarray) else np.asarray(a)
-
-
 def empty(shape, dtype=np.float64, order="C"):
     out = np.empty(shape, dtype=dtype, order=order)
     _poison(out)
@@ -333,8 +329,8 @@ class RawKernel:
 
 
 class ElementwiseKernel:
-    """``cupy.ElementwiseKernel`` for contiguous arrays of one size (no broadcasting), with
-    outputs given or allocated."""
+    """``cupy.ElementwiseKernel`` for contiguous arrays of one size (no broadcasting), the
+    outputs given (as rfw2s calls it)."""
 
     def __init__(self, in_params: str, out_params: str, operation: str, name: str = "kernel", **kwargs):
         self.name = name
@@ -351,9 +347,9 @@ class ElementwiseKernel:
         return name, dtype
 
     def __call__(self, *args):
-        if len(args) not in (len(self.inputs), len(self.inputs) + len(self.outputs)):
-            raise TypeError(f"{self.name}: {len(self.inputs)} inputs (and optionally {len(self.outputs)} "
-                            f"outputs); got {len(args)} arguments")
+        if len(args) != len(self.inputs) + len(self.outputs):
+            raise NotImplementedError(f"emulated CuPy: {self.name} needs its {len(self.inputs)} inputs and "
+                                      f"{len(self.outputs)} outputs; got {len(args)} arguments")
         for a in args:
             if isinstance(a, np.ndarray):
                 raise TypeError(f"Unsupported type {type(a)}")
@@ -363,8 +359,6 @@ class ElementwiseKernel:
         size = arrays[0].size
         if any(a.size != size or not a.flags.c_contiguous for a in arrays):
             raise NotImplementedError("emulated CuPy: ElementwiseKernel arrays must be contiguous and of one size")
-        if len(args) == len(self.inputs):
-            args = args + tuple(empty(arrays[0].shape, np.dtype(d)) for _, d in self.outputs)
         is_array = tuple(isinstance(a, ndarray) for a in args)
         if is_array not in self._functions:
             self._functions[is_array] = self._build(is_array)
@@ -459,7 +453,7 @@ def modules() -> tuple[types.ModuleType, types.ModuleType]:
     cupy = types.ModuleType("cupy")
     cupy.__dict__.update(
         __version__="emulated", __getattr__=_numpy_attribute, ndarray=ndarray, asarray=asarray, array=array,
-        ascontiguousarray=ascontiguousarray, asnumpy=asnumpy, empty=empty, empty_like=empty_like,
+        ascontiguousarray=ascontiguousarray, empty=empty, empty_like=empty_like,
         RawKernel=RawKernel, ElementwiseKernel=ElementwiseKernel, get_default_memory_pool=lambda: _POOL,
         cuda=types.SimpleNamespace(Device=_Device, runtime=_runtime),
     )

@@ -6,8 +6,8 @@ The emulated CuPy (tests/emulated_cupy.py) runs it so, with NaN in fresh device 
 the CuPy path (``kappa_product_into``: launch shape, argument types and order, the sum of
 the partial results) must agree with NumPy, and write every partial result. Where nvcc is
 installed the same source must also compile for the GPU. (The whole CuPy path, this
-kernel within it, is compared with NumPy in test_models.py and test_krylov.py, on a GPU
-where there is one.)
+kernel within it, is compared with NumPy in test_models.py and test_krylov.py: on the real
+CuPy where there is a GPU, else on the emulation.)
 """
 import importlib
 import shutil

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
+from rfw2s import solve
+from rfw2s.backend import as_backend
 from rfw2s.curves import exact_curves
 from rfw2s.krylov import lanczos_curves
 from rfw2s.models import relu_sphere
 from rfw2s.seeding import seed_sequence
-from rfw2s import solve
-from rfw2s.backend import as_backend
 from rfw2s.solve import SolverError, fit_teacher, symmetric_eigh
 
 MODEL = relu_sphere(32)
