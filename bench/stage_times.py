@@ -22,6 +22,8 @@ def stage_table(results: Path) -> pd.DataFrame:
         b = pd.read_csv(tsv, sep="\t")
         records.append({"experiment": experiment, "stage": stage, "s": float(b["s"].iloc[0]),
                         "max_rss_MiB": float(b["max_rss"].iloc[0])})
+    if not records:
+        raise SystemExit(f"no finished job under {results}")
     df = pd.DataFrame(records)
     return df.groupby(["experiment", "stage"], sort=False).agg(
         jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"), peak_rss_MiB=("max_rss_MiB", "max"))
@@ -30,4 +32,4 @@ def stage_table(results: Path) -> pd.DataFrame:
 if __name__ == "__main__":
     table = stage_table(Path(sys.argv[1]))
     print(table.round(1).to_string())
-    print(f"{int(table['jobs'].sum())} jobs; sum of job wall times: {table['total_s'].sum():.0f} s")
+    print(f"{int(table['jobs'].sum())} jobs; sum of job wall times: {table['total_s'].sum():.1f} s")

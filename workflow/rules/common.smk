@@ -3,6 +3,7 @@
 # never re-solves a model).
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,9 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                                     if p and p != SRC])
+# Jobs run on the interpreter that runs Snakemake (whose packages resolved the backend),
+# not on whichever `python` comes first on PATH.
+PYTHON = shlex.quote(sys.executable)
 import rfw2s.config  # noqa: E402
 import rfw2s.models  # noqa: E402
 from rfw2s.backend import BackendError, resolve  # noqa: E402

@@ -18,7 +18,7 @@ rule teacher:
     conda:
         CONDA_ENV
     shell:
-        "python -m rfw2s teacher --model {params.model:q} --backend {params.backend} --seed {params.seed}"
+        "{PYTHON} -m rfw2s teacher --model {params.model:q} --backend {params.backend} --seed {params.seed}"
         " --m-te {wildcards.m_te} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
@@ -45,7 +45,7 @@ rule curves:
     conda:
         CONDA_ENV
     shell:
-        "python -m rfw2s --blas-threads all curves --model {params.model:q} --backend {params.backend}"
+        "{PYTHON} -m rfw2s --blas-threads all curves --model {params.model:q} --backend {params.backend}"
         " --student {input.student} {params.operator} --teachers {input.teachers}"
         " --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
         " --max-steps {params.solver[lanczos][max_steps]} --replicate {wildcards.replicate}"

@@ -18,7 +18,7 @@ rule draw_student:
     conda:
         CONDA_ENV
     shell:
-        "python -m rfw2s draw --model {params.model:q} --role student --seed {params.seed}"
+        "{PYTHON} -m rfw2s draw --model {params.model:q} --role student --seed {params.seed}"
         " --size {params.m_st} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
@@ -41,7 +41,7 @@ rule kernel:
     conda:
         CONDA_ENV
     shell:
-        "python -m rfw2s --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
+        "{PYTHON} -m rfw2s --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
         " --draw {input} --out {output} > {log} 2>&1"
 
 
@@ -65,5 +65,5 @@ rule eigh:
     conda:
         CONDA_ENV
     shell:
-        "python -m rfw2s --blas-threads all eigh --backend {params.backend} --gram {input}"
+        "{PYTHON} -m rfw2s --blas-threads all eigh --backend {params.backend} --gram {input}"
         " --out-eigvals {output.eigvals} --out-eigvecs {output.eigvecs} > {log} 2>&1"

@@ -32,7 +32,7 @@ rule validation:
     conda:
         CONDA_ENV
     shell:
-        "python -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
+        "{PYTHON} -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
         " --teachers {input.teachers} --convergence {input.convergence} --student {input.student}"
         " {params.operator} --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
@@ -64,6 +64,6 @@ rule validation_figure:
     conda:
         CONDA_ENV
     shell:
-        "python -m rfw2s validation-figure --table {input.table} --curves {input.curves}"
+        "{PYTHON} -m rfw2s validation-figure --table {input.table} --curves {input.curves}"
         " --convergence {input.convergence} --title {wildcards.experiment} --out {params.stem}"
         " --dpi {params.plot[dpi]} > {log} 2>&1"
