@@ -27,18 +27,16 @@ def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     student = folder / "student.npy"
     cli.main(["draw", "--model", MODEL, "--seed", "3", "--size", "300", "--replicate", "0", "--out", str(student)])
-    teachers = []
-    for m_te in (4, 16):
-        teachers.append(folder / f"teacher_{m_te}.npz")
-        cli.main(["teacher", "--model", MODEL, "--backend", "numpy", "--seed", "3", "--m-te", str(m_te),
-                  "--replicate", "0", "--out", str(teachers[-1])])
-    return student, [str(t) for t in teachers]
+    teachers = folder / "teachers_r0.npz"
+    cli.main(["teacher", "--model", MODEL, "--backend", "numpy", "--seed", "3", "--m-te", "4", "16",
+              "--replicate", "0", "--out", str(teachers)])
+    return student, [str(teachers)]
 
 
 def _curves(inputs, out, backend, *how):
     student, teachers = inputs
     cli.main(["curves", "--model", MODEL, "--backend", backend, "--student", str(student), "--teachers", *teachers,
-              *how, "--replicate", "0", *T_GRID, "--out", str(out)])
+              "--m-te", "4", "16", *how, "--replicate", "0", *T_GRID, "--out", str(out)])
     return pd.read_parquet(out)
 
 
@@ -93,4 +91,42 @@ def test_a_curve_job_too_big_for_the_gpu_is_refused_before_it_allocates(inputs, 
     with pytest.raises(resources.InsufficientResources, match=r"curves at M_ST = 300 needs about .* of GPU "
                                                               r"memory; only 1.0 MiB is free"):
         _curves(inputs, tmp_path / "curves.parquet", "cupy", "--build-kernel")
+    assert not (tmp_path / "curves.parquet").exists()
+
+
+def test_one_job_for_every_replicate_gives_each_draw_own_curves(inputs, backend, tmp_path):
+    # A curve job serves the replicates of one width, a teacher job all sizes of one replicate.
+    student, teachers = inputs
+    other = tmp_path / "student_r1.npy"
+    cli.main(["draw", "--model", MODEL, "--seed", "3", "--size", "300", "--replicate", "1", "--out", str(other)])
+    fits = {}
+    for m_te in (16, 4):  # one size per file, in another order
+        fits[m_te] = tmp_path / f"teacher_{m_te}_r1.npz"
+        cli.main(["teacher", "--model", MODEL, "--backend", "numpy", "--seed", "3", "--m-te", str(m_te),
+                  "--replicate", "1", "--out", str(fits[m_te])])
+    both = tmp_path / "both.parquet"
+    cli.main(["curves", "--model", MODEL, "--backend", backend, "--student", str(student), str(other),
+              "--replicate", "0", "1", "--teachers", *teachers, str(fits[16]), str(fits[4]), "--m-te", "4", "16",
+              "--build-kernel", *T_GRID, "--out", str(both)])
+    table = pd.read_parquet(both)
+    assert sorted(table["replicate"].unique()) == [0, 1]
+    alone = _curves(inputs, tmp_path / "r0.parquet", backend, "--build-kernel")
+    pd.testing.assert_frame_equal(table[table["replicate"] == 0].reset_index(drop=True), alone)
+    # Replicate 1 is its own draw, with its own teachers: other curves, same teacher sizes.
+    r1 = table[table["replicate"] == 1]
+    assert r1["m_te"].tolist() == alone["m_te"].tolist() and not np.allclose(r1["L_ST"], alone["L_ST"])
+
+
+def test_a_curve_job_refuses_missing_teachers_and_unmatched_replicates(inputs, tmp_path):
+    student, teachers = inputs
+    common = ["curves", "--model", MODEL, "--backend", "numpy", "--build-kernel", *T_GRID,
+              "--out", str(tmp_path / "curves.parquet")]
+    with pytest.raises(SystemExit, match=r"teacher sizes \{0: \[32\]\} \(replicate: sizes\) are in none"):
+        cli.main(common + ["--student", str(student), "--replicate", "0", "--teachers", *teachers,
+                           "--m-te", "4", "32"])
+    with pytest.raises(SystemExit, match=r"one --replicate .* per --student \(2\); got 1 replicates"):
+        cli.main(common + ["--student", str(student), str(student), "--replicate", "0", "--teachers", *teachers,
+                           "--m-te", "4"])
+    with pytest.raises(SystemExit, match=r"replicates \[1\] have no teacher file"):
+        cli.main(common + ["--student", str(student), "--replicate", "1", "--teachers", *teachers, "--m-te", "4"])
     assert not (tmp_path / "curves.parquet").exists()

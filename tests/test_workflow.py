@@ -55,7 +55,7 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     assert np.isfinite(fit["exponent"]).all()
 
     key = f"relu_sphere-d{exp['d']}-m{exp['m_st']}-seed{exp['seed']}"
-    meta = read_metadata(out / "curves" / f"{key}_r0.parquet")
+    meta = read_metadata(out / "curves" / f"{key}.parquet")
     assert meta["backend"] == "numpy" and "numpy" in meta["versions"] and meta["solver_version"]
 
     cache = workdir / "results" / "cache" / key
@@ -65,7 +65,7 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     for name in ("fig2a", "fig2b", "validation"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
-    assert (out / "logs" / "curves" / f"{key}_r0.log").read_text().count("backend: numpy") == 1
+    assert (out / "logs" / "curves" / f"{key}.log").read_text().count("backend: numpy") == 1  # one job
 
 
 def test_validation_table_shows_the_three_computations_agree(tiny_run):
@@ -123,7 +123,7 @@ def test_the_ablation_shares_kernels_teachers_and_curves(tmp_path):
     plan_alone = planned_jobs(tmp_path, write_config(tmp_path, alone, "alone.yaml"))
     plan_both = planned_jobs(tmp_path, write_config(tmp_path, both, "both.yaml"))
     # Every curve of tiny_ablation (same draws, teachers and times) is one of tiny's.
-    for rule in ("draw_student", "kernel", "eigh", "teacher", "curves"):
+    for rule in ("draw_student", "kernel", "eigh", "teachers", "curves"):
         assert plan_both.get(rule, 0) == plan_alone.get(rule, 0), rule
     assert plan_both["aggregate"] == plan_alone["aggregate"] + 1
     # Other times: the same kernels, teachers shared, the curves its own.
@@ -131,9 +131,9 @@ def test_the_ablation_shares_kernels_teachers_and_curves(tmp_path):
     other_times["experiments"]["tiny_ablation"]["t"]["num"] = 30
     plan_other = planned_jobs(tmp_path, write_config(tmp_path, other_times, "other.yaml"))
     assert plan_alone["kernel"] > 0
-    for rule in ("draw_student", "kernel", "teacher"):
+    for rule in ("draw_student", "kernel", "teachers"):
         assert plan_other.get(rule, 0) == plan_alone.get(rule, 0), rule
-    assert plan_other["curves"] == plan_alone["curves"] + 2 * 2  # two widths, two replicates
+    assert plan_other["curves"] == plan_alone["curves"] + 2  # two widths, each one job for both replicates
 
 
 def test_one_experiment_runs_alone_by_its_name(tmp_path):
@@ -141,7 +141,8 @@ def test_one_experiment_runs_alone_by_its_name(tmp_path):
     alone = planned_jobs(tmp_path, config, "tiny_model23")
     assert alone["tiny_model23"] == 1 and alone["aggregate"] == 1 and alone["figures"] == 1
     assert "validation" not in alone and "all" not in alone
-    assert alone["curves"] == 3 * 2  # three teachers (each its own M_ST = 2 d), two replicates
+    assert alone["curves"] == 3  # three teachers, each its own M_ST = 2 d (one job for both replicates)
+    assert alone["teachers"] == 2  # one job per replicate, every size in it
 
 
 @pytest.mark.parametrize("setting, solver", [({"kernel_cache": "always"}, "lanczos"),
@@ -211,12 +212,11 @@ def _variant(tiny_run, edit):
 def test_changing_the_time_grid_reruns_only_curves_tables_and_figures(tiny_run):
     exp = tiny_run[2]["experiments"]["tiny"]
     widths = {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
-    n_curves = exp["replicates"] * len(widths)  # one curve job per student draw
+    n_curves = len(widths)  # one curve job per student width
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["t"].update(num=80))
     # tiny_ablation read tiny's curves (same times); with the old times kept, it now needs
-    # its own: one per draw of its two widths, and its table and figures follow.
-    ablation = tiny_run[2]["experiments"]["tiny_ablation"]
-    n_ablation = ablation["replicates"] * len(ablation["m_st"])
+    # its own: one per width, and its table and figures follow.
+    n_ablation = len(tiny_run[2]["experiments"]["tiny_ablation"]["m_st"])
     assert plan == {"curves": n_curves + n_ablation, "aggregate": 2, "figures": 1, "ablation_figures": 1,
                     "validation": 1, "validation_figure": 1, "all": 1}
 
@@ -231,10 +231,9 @@ def test_adding_a_teacher_size_reuses_every_kernel_and_eigendecomposition(tiny_r
     reps, widths = exp["replicates"], {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["m_te"].append(64))
     # tiny_ablation keeps its three teachers (still tiny's files) but no longer shares
-    # tiny's curve jobs, which now serve four: its own, one per draw of its two widths.
-    ablation = tiny_run[2]["experiments"]["tiny_ablation"]
-    n_ablation = ablation["replicates"] * len(ablation["m_st"])
-    assert plan == {"teacher": reps, "curves": reps * len(widths) + n_ablation, "aggregate": 2, "figures": 1,
+    # tiny's curve jobs, which now serve four: its own, one per width.
+    n_ablation = len(tiny_run[2]["experiments"]["tiny_ablation"]["m_st"])
+    assert plan == {"teachers": reps, "curves": len(widths) + n_ablation, "aggregate": 2, "figures": 1,
                     "ablation_figures": 1, "validation": 1, "validation_figure": 1, "all": 1}
 
 

@@ -99,27 +99,51 @@ def cmd_eigh(a):
 
 
 def cmd_teacher(a):
-    # A fit is at most M_TE x M_TE: under `auto` it stays on NumPy, sparing the job the
-    # GPU's start-up (CuPy import, CUDA context), which would cost more than the fit.
-    model, be = _model(a.model), _backend("numpy" if a.backend == "auto" else a.backend)
-    U = model.sample_features(seeding.seed_sequence(a.seed, "teacher", a.m_te, a.replicate), a.m_te)
-    with step(f"teacher fit M_TE={a.m_te}", be):
-        fit = solve.fit_teacher(model, U, backend=be)
-    log.info("L_TE = %.6e (rank %d of %d)", fit.loss, fit.rank, a.m_te)
-    artifacts.save_npz(a.out, features=U, coef=fit.coef, loss=np.float64(fit.loss), rank=np.int64(fit.rank))
+    # Fits are at most M_TE x M_TE: under `auto` they stay on NumPy, sparing the job the
+    # GPU's start-up (CuPy import, CUDA context), which would cost more than the fits. All
+    # sizes of one replicate in one job: the job's start-up costs more than its fits.
+    if len(a.model) not in (1, len(a.m_te)):
+        raise SystemExit(f"--model takes one spec, or one per --m-te size ({len(a.m_te)}); got {len(a.model)}")
+    models = [_model(spec) for spec in a.model] * (len(a.m_te) if len(a.model) == 1 else 1)
+    be = _backend("numpy" if a.backend == "auto" else a.backend)
+    fits = {"replicate": np.int64(a.replicate), "m_te": np.asarray(a.m_te, dtype=np.int64)}
+    for model, m_te in zip(models, a.m_te):
+        U = model.sample_features(seeding.seed_sequence(a.seed, "teacher", m_te, a.replicate), m_te)
+        with step(f"teacher fit M_TE={m_te}", be):
+            fit = solve.fit_teacher(model, U, backend=be)
+        log.info("M_TE=%d: L_TE = %.6e (rank %d of %d)", m_te, fit.loss, fit.rank, m_te)
+        fits.update({f"features_{m_te}": U, f"coef_{m_te}": fit.coef, f"loss_{m_te}": np.float64(fit.loss),
+                     f"rank_{m_te}": np.int64(fit.rank)})
+    artifacts.save_npz(a.out, **fits)
 
 
-def _solve_options(a, model, W, be) -> dict:
+def load_teachers(paths, sizes) -> dict[int, list[dict]]:
+    """Replicate -> the teachers of ``sizes`` (in that order), each ``{features, coef, loss}``,
+    from teacher files (one per experiment and replicate, holding several sizes)."""
+    found: dict[int, dict[int, dict]] = {}
+    for path in paths:
+        data = artifacts.load_npz(path)
+        fits = found.setdefault(int(data["replicate"]), {})
+        for m in data["m_te"].tolist():
+            fits[m] = {"features": data[f"features_{m}"], "coef": data[f"coef_{m}"], "loss": data[f"loss_{m}"]}
+    missing = {r: sorted(set(sizes) - set(fits)) for r, fits in found.items() if set(sizes) - set(fits)}
+    if missing:
+        raise SystemExit(f"teacher sizes {missing} (replicate: sizes) are in none of the teacher files {list(paths)}")
+    return {r: [fits[m] for m in sizes] for r, fits in sorted(found.items())}
+
+
+def _solve_options(solver, tol, max_steps, build_kernel, cached, model, W, be) -> dict:
     """Solver and operator arguments -> keyword arguments of :func:`rfw2s.curves.exact_curves`
-    for the student ``W``."""
-    if bool(a.eigvals) != (a.solver == "eigh") or bool(a.eigvals) != bool(a.eigvecs):
+    for the student ``W``; ``cached`` holds the paths of its cached ``eigvals``, ``eigvecs`` or
+    ``gram``, if any."""
+    if bool(cached.get("eigvals")) != (solver == "eigh") or bool(cached.get("eigvals")) != bool(cached.get("eigvecs")):
         raise SystemExit("--eigvals and --eigvecs go together, and with --solver eigh only")
-    options = {"solver": a.solver, "tol": a.tol, "max_steps": a.max_steps}
-    if a.eigvals:
-        options["spectrum"] = (artifacts.load_npy(a.eigvals), artifacts.load_npy(a.eigvecs))
-    elif a.gram:
-        options["gram"] = artifacts.load_npy(a.gram)
-    elif a.build_kernel:
+    options = {"solver": solver, "tol": tol, "max_steps": max_steps}
+    if cached.get("eigvals"):
+        options["spectrum"] = (artifacts.load_npy(cached["eigvals"]), artifacts.load_npy(cached["eigvecs"]))
+    elif cached.get("gram"):
+        options["gram"] = artifacts.load_npy(cached["gram"])
+    elif build_kernel:
         with step(f"kernel built in memory: M_ST={W.shape[0]}", be):
             options["gram"] = stored_kernel(model, be.asarray(W))
     return options
@@ -129,20 +153,45 @@ def cmd_curves(a):
     import pandas as pd
 
     from . import analysis
-    from .curves import exact_curves
 
     model, be = _model(a.model), _backend(a.backend)
     ts = config.time_grid({"min": a.t_min, "max": a.t_max, "num": a.t_num})
-    teachers = [artifacts.load_npz(p) for p in a.teachers]
-    W = artifacts.load_npy(a.student, mmap=False)
-    how = "eigh" if a.eigvals else "dense" if a.gram or a.build_kernel else "matrix_free"
+    layout = {"eigvals": a.eigvals, "eigvecs": a.eigvecs, "gram": a.gram}
+    counts = {name: len(v) for name, v in layout.items() if v}
+    if len(a.replicate) != len(a.student) or any(n != len(a.student) for n in counts.values()):
+        raise SystemExit(f"one --replicate and one of each cached operator file per --student ({len(a.student)}); "
+                         f"got {len(a.replicate)} replicates and {counts}")
+    teachers = load_teachers(a.teachers, a.m_te)
+    absent = sorted(set(a.replicate) - set(teachers))
+    if absent:
+        raise SystemExit(f"replicates {absent} have no teacher file among {a.teachers}")
+    # All replicates of one width in one job: a GPU job's start-up (CuPy import, CUDA
+    # context) costs more than one draw's curves (bench/RESULTS.md).
+    frames = []
+    for i, (replicate, student) in enumerate(zip(a.replicate, a.student)):
+        cached = {name: v[i] for name, v in layout.items() if v}
+        frames.append(_curves_of_one_draw(a, model, be, ts, replicate, student, cached, teachers[replicate]))
+    df = pd.concat(frames, ignore_index=True)
+    artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS], _metadata(be, t=[a.t_min, a.t_max, a.t_num],
+                                                                       solver=a.solver))
+
+
+def _curves_of_one_draw(a, model, be, ts, replicate, student, cached, teachers):
+    import pandas as pd
+
+    from .curves import exact_curves
+
+    W = artifacts.load_npy(student, mmap=False)
+    how = "eigh" if cached.get("eigvals") else "dense" if cached.get("gram") or a.build_kernel else "matrix_free"
     # The eigenvectors are read, not computed, here: one M x M matrix, not eigh's peak.
     need = (8 * W.shape[0] ** 2 if how == "eigh" else
             config.memory_needed(W.shape[0], W.shape[1], how, len(teachers), a.max_steps))
     resources.ensure_memory(need, be.name, f"{a.solver} curves at M_ST = {W.shape[0]}")
-    options = _solve_options(a, model, W, be)
-    with step(f"{a.solver} curves: M_ST={W.shape[0]}, {len(teachers)} teachers, {ts.size} times", be):
+    options = _solve_options(a.solver, a.tol, a.max_steps, a.build_kernel, cached, model, W, be)
+    with step(f"{a.solver} curves: replicate {replicate}, M_ST={W.shape[0]}, {len(teachers)} teachers, "
+              f"{ts.size} times", be):
         result = exact_curves(model, W, [(t["features"], t["coef"]) for t in teachers], ts, backend=be, **options)
+    del options  # the kernel or spectrum: free before the next draw's
     if result.converged:
         log.info("solver %s: %d Lanczos steps, achieved tolerance %.2e", result.solver, result.steps,
                  result.achieved_tol)
@@ -161,14 +210,13 @@ def cmd_curves(a):
                          teacher["coef"].size, curve.degree, float(np.max(curve.error_bound / L_inf)))
         L_TE = float(teacher["loss"])
         frames.append(pd.DataFrame({
-            "replicate": a.replicate, "m_te": int(teacher["coef"].size), "m_st": W.shape[0], "d": W.shape[1],
+            "replicate": replicate, "m_te": int(teacher["coef"].size), "m_st": W.shape[0], "d": W.shape[1],
             "t": ts, "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE, "L_ST_inf": L_inf, "ratio_inf": L_inf / L_TE,
             "solver": result.solver, "steps": result.steps, "achieved_tol": result.achieved_tol}))
         best = int(np.argmin(L_ST))
-        log.info("M_TE=%d: best ratio %.4f at t = %.4g", teacher["coef"].size, L_ST[best] / L_TE, ts[best])
-    df = pd.concat(frames, ignore_index=True)
-    artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS], _metadata(be, t=[a.t_min, a.t_max, a.t_num],
-                                                                       solver=a.solver))
+        log.info("replicate %d, M_TE=%d: best ratio %.4f at t = %.4g", replicate, teacher["coef"].size,
+                 L_ST[best] / L_TE, ts[best])
+    return pd.concat(frames, ignore_index=True)
 
 
 def cmd_aggregate(a):
@@ -218,14 +266,18 @@ def cmd_validate(a):
     model, be = _model(a.model), _backend(a.backend)
     settings = json.loads(a.settings)
     losses = pd.read_parquet(a.losses)
-    teachers: dict[int, tuple] = {}
-    for path in a.teachers:
-        if path.endswith("_r0.npz"):  # sampled-data training uses replicate 0's teachers
-            t = artifacts.load_npz(path)
-            teachers[int(t["coef"].size)] = (t["features"], t["coef"], float(t["loss"]))
+    # Sampled-data training uses replicate 0's teachers.
+    fits = load_teachers(a.teachers, a.m_te).get(0)
+    if fits is None:
+        raise SystemExit(f"no replicate 0 teacher file among {a.teachers}")
+    teachers = {int(t["coef"].size): (t["features"], t["coef"], float(t["loss"])) for t in fits}
     convergence = validation.convergence_table(pd.concat([pd.read_parquet(p) for p in a.convergence]))
     W = artifacts.load_npy(a.student, mmap=False)
-    options = _solve_options(a, model, W, be)
+    cached = {name: v for name, v in {"eigvals": a.eigvals, "eigvecs": a.eigvecs, "gram": a.gram}.items() if v}
+    if any(len(v) != 1 for v in cached.values()):
+        raise SystemExit(f"validate takes one student, so one of each cached operator file; got {cached}")
+    options = _solve_options(a.solver, a.tol, a.max_steps, a.build_kernel, {k: v[0] for k, v in cached.items()},
+                             model, W, be)
     with step("sampled-data training", be):
         curves = validation.sampled_comparison(model, W, teachers, settings["sampled"], a.seed, backend=be,
                                                **options)
@@ -298,10 +350,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out-eigvals", required=True)
     s.add_argument("--out-eigvecs", required=True)
 
-    s = add("teacher", cmd_teacher, "draw and fit one teacher")
-    model_and_backend(s)
-    for opt in ("--seed", "--m-te", "--replicate"):
+    s = add("teacher", cmd_teacher, "draw and fit the teachers of one replicate, into one file")
+    s.add_argument("--model", nargs="+", required=True, help="model spec as JSON: one, or one per --m-te size")
+    s.add_argument("--backend", default="auto", choices=backends.BACKENDS)
+    for opt in ("--seed", "--replicate"):
         s.add_argument(opt, type=int, required=True)
+    s.add_argument("--m-te", type=int, nargs="+", required=True)
     s.add_argument("--out", required=True)
 
     def solve_options(s):
@@ -309,19 +363,22 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--tol", type=float, default=1e-10, help="Lanczos: relative change to stop at")
         s.add_argument("--max-steps", type=int, default=400, help="Lanczos: step budget")
         how = s.add_mutually_exclusive_group(required=True)
-        how.add_argument("--eigvals", help="cached eigenvalues (with --eigvecs): solver eigh")
-        how.add_argument("--gram", help="cached kernel matrix: Lanczos on the stored matrix")
+        how.add_argument("--eigvals", nargs="+", help="cached eigenvalues (with --eigvecs), one per student: "
+                                                      "solver eigh")
+        how.add_argument("--gram", nargs="+", help="cached kernel matrix, one per student: Lanczos on it")
         how.add_argument("--build-kernel", action="store_true", help="Lanczos on the kernel built here, not cached")
         how.add_argument("--matrix-free", action="store_true", help="Lanczos on kernel tiles built on the fly")
-        s.add_argument("--eigvecs")
+        s.add_argument("--eigvecs", nargs="+")
+        s.add_argument("--m-te", type=int, nargs="+", required=True, help="teacher sizes to use from --teachers")
 
-    s = add("curves", cmd_curves, "exact finite-width loss curves of every teacher of one student draw")
+    s = add("curves", cmd_curves, "exact finite-width loss curves of every teacher of each student draw "
+                                   "(the replicates of one width), into one table")
     model_and_backend(s)
-    for opt in ("--student", "--out"):
-        s.add_argument(opt, required=True)
-    s.add_argument("--teachers", nargs="+", required=True)
+    s.add_argument("--student", nargs="+", required=True, help="student draws, one per replicate")
+    s.add_argument("--replicate", type=int, nargs="+", required=True, help="their replicates, in the same order")
+    s.add_argument("--out", required=True)
+    s.add_argument("--teachers", nargs="+", required=True, help="teacher files (python -m rfw2s teacher)")
     solve_options(s)
-    s.add_argument("--replicate", type=int, required=True)
     s.add_argument("--t-min", type=float, required=True)
     s.add_argument("--t-max", type=float, required=True)
     s.add_argument("--t-num", type=int, required=True)

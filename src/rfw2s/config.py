@@ -172,8 +172,9 @@ def teacher_signature(experiment: dict, m_te: int) -> tuple:
 def owners(experiments: dict, jobs: dict) -> tuple[dict, dict]:
     """Which experiment computes each teacher and each curve job: the first one (in config
     order) with the same inputs, so experiments that overlap (fig2 and width_ablation at
-    16384) share the work. Returns ``{(experiment, m_te): owner}`` and
-    ``{(experiment, student key): owner}``."""
+    16384) share the work. A curve job computes every replicate of its draw width, so only
+    experiments with as many replicates share it. Returns ``{(experiment, m_te): owner}``
+    and ``{(experiment, student key): owner}``."""
     first: dict = {}
     teacher_owner = {(name, int(m)): first.setdefault(("teacher",) + teacher_signature(exp, m), name)
                      for name, exp in experiments.items() for m in exp["m_te"]}
@@ -181,7 +182,7 @@ def owners(experiments: dict, jobs: dict) -> tuple[dict, dict]:
     for (name, key), (_, sizes) in jobs.items():
         exp = experiments[name]
         signature = ("curves", key, tuple(sorted(teacher_signature(exp, m) for m in sizes)),
-                     json.dumps(exp["t"], sort_keys=True))
+                     json.dumps(exp["t"], sort_keys=True), int(exp["replicates"]))
         curve_owner[(name, key)] = first.setdefault(signature, name)
     return teacher_owner, curve_owner
 

@@ -150,28 +150,47 @@ def operator_args(key, input):
 
 
 def curve_inputs(wc):
-    _, teachers = GROUPS[(wc.experiment, wc.student)]
-    inputs = operator_inputs(wc.student, wc.replicate)
-    inputs["teachers"] = [teacher_file(wc.experiment, m, wc.replicate) for m in teachers]
+    """Every replicate's draw (and cached operator), and their teachers: one job per width."""
+    replicates = range(EXPERIMENTS[wc.experiment]["replicates"])
+    per_replicate = [operator_inputs(wc.student, r) for r in replicates]
+    inputs = {name: [files[name] for files in per_replicate] for name in per_replicate[0]}
+    inputs["teachers"] = sorted({teacher_file(wc.experiment, m, r) for m in teacher_sizes(wc) for r in replicates})
     return inputs
 
 
+def teacher_sizes(wc):
+    return GROUPS[(wc.experiment, wc.student)][1]
+
+
 def teacher_file(experiment, m_te, replicate):
-    return f"results/{TEACHER_OWNER[(experiment, int(m_te))]}/teachers/m{m_te}_r{replicate}.npz"
+    """The file holding teacher ``m_te`` of ``replicate``: its owner's, one per replicate."""
+    return f"results/{TEACHER_OWNER[(experiment, int(m_te))]}/teachers/r{replicate}.npz"
+
+
+def owned_teacher_sizes(experiment):
+    """Teacher sizes whose fits this experiment computes (the others are read from an
+    earlier experiment's files)."""
+    return [int(m) for m in EXPERIMENTS[experiment]["m_te"] if TEACHER_OWNER[(experiment, int(m))] == experiment]
+
+
+def teacher_models(wc):
+    """One model spec per owned teacher size, shell-quoted (a model may change with M_TE)."""
+    exp = EXPERIMENTS[wc.experiment]
+    return " ".join(shlex.quote(rfw2s.config.spec_json(rfw2s.config.model_spec(exp, m)))
+                    for m in owned_teacher_sizes(wc.experiment))
 
 
 def curve_files(experiment, widths=None):
-    """Curve tables (one per student draw) of an experiment's plan, or of its teachers at
-    other student ``widths``."""
-    exp = EXPERIMENTS[experiment]
-    keys = rfw2s.config.student_groups(exp, widths)
-    return [f"results/{CURVE_OWNER[(experiment, key)]}/curves/{key}_r{r}.parquet"
-            for key in keys for r in range(exp["replicates"])]
+    """Curve tables (one per student width, every replicate in it) of an experiment's plan,
+    or of its teachers at other student ``widths``."""
+    keys = rfw2s.config.student_groups(EXPERIMENTS[experiment], widths)
+    return [f"results/{CURVE_OWNER[(experiment, key)]}/curves/{key}.parquet" for key in keys]
 
 
-def teacher_files(experiment):
+def teacher_files(experiment, replicates=None):
     exp = EXPERIMENTS[experiment]
-    return [teacher_file(experiment, m_te, r) for m_te in exp["m_te"] for r in range(exp["replicates"])]
+    replicates = range(exp["replicates"]) if replicates is None else replicates
+    return sorted({teacher_file(experiment, m_te, r) for m_te in exp["m_te"] for r in replicates})
 
 
 def all_outputs(names):
@@ -194,7 +213,7 @@ def validation_inputs(wc):
     inputs = operator_inputs(sampled_student(wc), 0)
     inputs.update(
         losses=f"results/{wc.experiment}/losses.parquet",
-        teachers=teacher_files(wc.experiment),
+        teachers=teacher_files(wc.experiment, [0]),
         convergence=curve_files(wc.experiment, EXPERIMENTS[wc.experiment]["validation"]["convergence_m_st"]),
     )
     return inputs

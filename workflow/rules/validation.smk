@@ -14,6 +14,7 @@ rule validation:
     params:
         model=validation_model_json,
         seed=experiment_value("seed"),
+        sizes=experiment_value("m_te"),
         settings=lambda wc: json.dumps(EXPERIMENTS[wc.experiment]["validation"], sort_keys=True),
         backend=config["backend"],
         solver=SOLVER,
@@ -34,7 +35,7 @@ rule validation:
     shell:
         "{PYTHON} -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
-        " --teachers {input.teachers} --convergence {input.convergence} --student {input.student}"
+        " --teachers {input.teachers} --m-te {params.sizes} --convergence {input.convergence} --student {input.student}"
         " {params.operator} --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
         " --max-steps {params.solver[lanczos][max_steps]}"
         " --out-table {output.table} --out-curves {output.curves}"
