@@ -13,6 +13,7 @@ descent run until one teacher's best loss has a 1% standard error, against the e
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -57,7 +58,8 @@ def _peak_host_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, bandwidth, queue) -> None:
+def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, bandwidth, tiles: bool,
+              queue) -> None:
     from rfw2s import backend as backends
     from rfw2s.curves import exact_curves, stored_kernel
     from rfw2s.models import relu_sphere
@@ -68,7 +70,7 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
     pool = be.xp.get_default_memory_pool() if be.name == "cupy" else None
     model = relu_sphere(32)
     ts = np.geomspace(1e2, 1e8, 200)
-    row = {"backend": be.name, "device": be.device, "M_ST": M}
+    row = {"backend": be.name, "device": be.device, "M_ST": M, "product": "tiles" if tiles else "model's"}
 
     def timed(name, fn):
         be.synchronize()
@@ -95,7 +97,9 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
             row["lanczos_vs_eigh"] = float(np.max(np.abs(lanczos.losses / reference - 1)))
         del G
     if M <= matrix_free_max:
-        free = timed("matrix_free_s", lambda: exact_curves(model, W, fits, ts, backend=be))
+        # --tiles: the matrix-free product by plain tiles, not the model's fused product.
+        free = timed("matrix_free_s", lambda: exact_curves(_Unfused(model) if tiles else model, W, fits, ts,
+                                                           backend=be))
         row["matrix_free_steps"] = free.steps
         if peaks is not None:
             row["floor_s"] = arithmetic_floor_s(M, model.d, len(TEACHERS) + 1, free.steps, *peaks)
@@ -120,25 +124,46 @@ class _Unfused:
     """A model without its fused product (``gram_product_into``): tiles, then a product."""
 
     def __init__(self, model):
-        self.gram, self.gram_into = model.gram, model.gram_into
+        self._model = model
+
+    def __getattr__(self, name):
+        if name == "gram_product_into":
+            raise AttributeError(name)
+        return getattr(self._model, name)
 
 
-def _product_rows(backend: str, sizes, repeats: int = 3) -> list[dict]:
+def _launch_shape(shape: str):
+    """``ROWSxBLOCKxWARPS`` -> the fused product's launch constants, set in its module (the
+    compiled kernels are dropped: ROWS is part of the source)."""
+    module = importlib.import_module("rfw2s.models.relu_sphere")
+    rows, block, warps = (int(v) for v in shape.split("x"))
+    module.PRODUCT_ROWS, module.PRODUCT_BLOCK, module.PRODUCT_WARPS = rows, block, warps
+    module._CUDA_KERNELS.clear()
+
+
+def _product_rows(backend: str, sizes, shapes=(), repeats: int = 3) -> list[dict]:
     """Seconds per matrix-free product ``H @ X`` (6 vectors, one Lanczos step's access to
-    ``H``), with the model's fused product and by plain tiles, and how far the two differ."""
+    ``H``), with the model's fused product (at its launch shape, and at each of ``shapes``)
+    and by plain tiles, and how far they differ."""
     from rfw2s.backend import as_backend, to_numpy
     from rfw2s.curves import tiled_matvec
     from rfw2s.models import relu_sphere
     from rfw2s.seeding import seed_sequence
 
+    module = importlib.import_module("rfw2s.models.relu_sphere")
     be = as_backend(backend)
     model = relu_sphere(32)
+    default = f"{module.PRODUCT_ROWS}x{module.PRODUCT_BLOCK}x{module.PRODUCT_WARPS}"
+    variants = [("tiles", _Unfused(model), None)] + [
+        (f"fused_{shape}", model, shape) for shape in dict.fromkeys([default, *shapes])]
     rows = []
     for M in sizes:
         W = be.asarray(model.sample_features(seed_sequence(0, "student", M, 0), M))
         X = be.asarray(np.random.default_rng(0).standard_normal((M, 6)))
         row, products = {"backend": be.name, "M_ST": M}, {}
-        for name, how in (("fused", model), ("tiles", _Unfused(model))):
+        for name, how, shape in variants:
+            if shape is not None:
+                _launch_shape(shape)
             matvec = tiled_matvec(how, W, M)
             products[name] = to_numpy(matvec(X))  # compiles and warms up
             be.synchronize()
@@ -147,8 +172,10 @@ def _product_rows(backend: str, sizes, repeats: int = 3) -> list[dict]:
                 matvec(X)
             be.synchronize()
             row[f"{name}_s_per_step"] = (time.perf_counter() - start) / repeats
-        row["fused_vs_tiles"] = float(np.max(np.abs(products["fused"] - products["tiles"]))
-                                      / np.max(np.abs(products["tiles"])))
+            row[f"{name}_vs_tiles"] = float(np.max(np.abs(products[name] - products["tiles"]))
+                                            / np.max(np.abs(products["tiles"])))
+        del row["tiles_vs_tiles"]
+        _launch_shape(default)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -187,7 +214,7 @@ def _sampled_versus_exact(backend: str, M: int) -> dict:
             "sampled_vs_exact": float(sampled.losses[0] / exact.min() - 1), "ratio": sampled_s / exact_s}
 
 
-COLUMNS = ["backend", "M_ST", "draw_s", "teachers_s", "kernel_s", "eigh_curves_s", "lanczos_s", "lanczos_steps",
+COLUMNS = ["backend", "M_ST", "product", "draw_s", "teachers_s", "kernel_s", "eigh_curves_s", "lanczos_s", "lanczos_steps",
            "lanczos_vs_eigh", "matrix_free_s", "matrix_free_steps", "matrix_free_vs_eigh", "floor_s", "over_floor",
            "traffic_floor_s", "peak_host_MiB", "peak_gpu_MiB"]
 
@@ -218,6 +245,10 @@ def main() -> None:
                    help="the device's memory bandwidth for the matrix-free traffic floor, e.g. 4.8 for an H200")
     p.add_argument("--products", type=int, nargs="*", default=[],
                    help="sizes at which to time one matrix-free product, fused and by plain tiles")
+    p.add_argument("--tiles", action="store_true",
+                   help="matrix-free runs multiply by plain tiles instead of the model's fused product")
+    p.add_argument("--product-shapes", nargs="*", default=[], metavar="ROWSxBLOCKxWARPS",
+                   help="launch shapes of the fused product to time besides its own (with --products)")
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     a = p.parse_args()
 
@@ -228,7 +259,7 @@ def main() -> None:
     for M in a.sizes:
         queue = ctx.Queue()
         proc = ctx.Process(target=_one_size, args=(a.backend, M, a.eigh_max, a.matrix_free_max, a.peak_tflops,
-                                                          a.peak_bandwidth, queue))
+                                                          a.peak_bandwidth, a.tiles, queue))
         proc.start()
         proc.join()
         if proc.exitcode != 0:
@@ -249,9 +280,10 @@ def main() -> None:
         report += [f"traffic_floor_s: the matrix-free run's tile traffic (16 bytes an element a step, "
                    f"bench/benchmark.py traffic_floor_s) at {a.peak_bandwidth:g} TB/s.", ""]
     if a.products:
-        product_rows = _product_rows(a.backend, a.products)
+        product_rows = _product_rows(a.backend, a.products, a.product_shapes)
         report += ["One matrix-free product `H @ X` (6 vectors): the model's fused kernel function and "
-                   "product against plain tiles (inner products, kernel function in place, product).", "",
+                   "product (launch shape ROWSxBLOCKxWARPS: rows per thread, threads per block, warps per "
+                   "tile) against plain tiles (inner products, kernel function in place, product).", "",
                    _markdown(product_rows, list(product_rows[0])), ""]
     if a.sampled:
         s = _sampled_versus_exact(a.backend, a.sampled)

@@ -67,6 +67,10 @@ def test_finite_width_approaches_infinite_width_as_the_student_grows():
                 for w in widths]
         assert gaps[0] > gaps[1] > gaps[2], (m_te, gaps)
         assert gaps[2] < 0.25 * gaps[0]
+    # Tables read one by one (each indexed from 0, as from parquet): one row per curve all the same.
+    per_width = [pd.concat([r for r in rows if r["m_st"].iloc[0] == w]).reset_index(drop=True) for w in widths]
+    assert len(table) == len(rows) + 2 * 2  # one per curve, plus infinite width per teacher and replicate
+    pd.testing.assert_frame_equal(convergence_table(pd.concat(per_width)), table)
 
 
 def test_whole_curves_converge_too():

@@ -24,6 +24,7 @@ def sort_losses(losses: pd.DataFrame) -> pd.DataFrame:
 def _best(losses: pd.DataFrame, column: str) -> pd.DataFrame:
     """Row of the smallest ``column`` per curve; NaN rows where it is all NaN."""
     keys = KEYS
+    losses = losses.reset_index(drop=True)  # idxmin gives labels, which must be unique
     if losses[column].isna().all():
         return losses.groupby(keys, sort=True).first().reset_index()[keys].assign(**{column: np.nan, "t": np.nan})
     return losses.loc[losses.groupby(keys, sort=True)[column].idxmin()].reset_index(drop=True)

@@ -271,7 +271,8 @@ def cmd_validate(a):
     if fits is None:
         raise SystemExit(f"no replicate 0 teacher file among {a.teachers}")
     teachers = {int(t["coef"].size): (t["features"], t["coef"], float(t["loss"])) for t in fits}
-    convergence = validation.convergence_table(pd.concat([pd.read_parquet(p) for p in a.convergence]))
+    convergence = validation.convergence_table(pd.concat([pd.read_parquet(p) for p in a.convergence],
+                                                         ignore_index=True))
     W = artifacts.load_npy(a.student, mmap=False)
     cached = {name: v for name, v in {"eigvals": a.eigvals, "eigvecs": a.eigvecs, "gram": a.gram}.items() if v}
     if any(len(v) != 1 for v in cached.values()):

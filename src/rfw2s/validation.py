@@ -27,6 +27,7 @@ def convergence_table(curves: pd.DataFrame) -> pd.DataFrame:
     several widths; ``m_st = inf`` rows from the exact infinite-width columns (the same for
     every width, since they depend on the teacher alone)."""
     keys = ["m_st", "m_te", "replicate"]
+    curves = curves.reset_index(drop=True)  # idxmin gives labels: tables read one by one repeat them
     best = curves.loc[curves.groupby(keys)["L_ST"].idxmin()]
     rows = best.assign(ratio_best=best["L_ST"] / best["L_TE"], m_st=best["m_st"].astype(float))
     tables = [rows.rename(columns={"t": "t_best"})[CONVERGENCE_COLUMNS]]
