@@ -11,8 +11,8 @@
 #   products one matrix-free product, fused (at several launch shapes) against plain tiles;
 #   sizes    solver stages on CuPy at M_ST = 16384 ... 131072 (matrix-free at the top, with
 #            its arithmetic floor), dense eigh up to 32768 as the reference, Lanczos-vs-eigh
-#            agreement, and sampled-data training vs the exact path for one teacher; the
-#            widest again by plain tiles;
+#            agreement, and sampled-data training vs the exact path for one teacher;
+#   tiles    the widest (131072, matrix-free) again, its product by plain tiles;
 #   whole    the whole default config (wide_student included), cold.
 # GPU_SH_STAGES (default: all of them) picks stages; GPU_SH_SECONDS (default 560) is the
 # whole run's budget: each stage gets its own cap or what is left, whichever is less.
@@ -27,7 +27,7 @@ python3 -c "import cupy; print('GPU:', cupy.cuda.runtime.getDeviceProperties(0)[
 
 save() { if [ -n "${OUT:-}" ]; then cp bench/RESULTS.md "$OUT/"; fi; }
 BUDGET=${GPU_SH_SECONDS:-560}
-STAGES=" ${GPU_SH_STAGES:-tests startup fig2 products sizes whole} "
+STAGES=" ${GPU_SH_STAGES:-tests startup fig2 products sizes tiles whole} "
 stage() { [[ "$STAGES" == *" $1 "* ]]; }
 cap() {  # cap SECONDS: the stage's limit, or what is left of the budget
   local left=$((BUDGET - SECONDS))
@@ -57,7 +57,7 @@ cold_run() {  # cold_run NAME CONFIG SECONDS [TARBALL]: a fresh results folder, 
   end=$(date +%s.%N)
   {
     echo
-    echo "Cold \`snakemake --cores 1 --resources gpu=1\`, $1, CuPy: $(python3 -c "print(round($end - $start, 1))") s wall."
+    echo "Cold \`snakemake --cores 1 --resources gpu=1\`, $1 (backend as configured): $(python3 -c "print(round($end - $start, 1))") s wall."
     echo
     echo '```'
     python3 bench/stage_times.py "$work/results" || echo "(no finished job)"
@@ -108,7 +108,7 @@ if stage fig2; then
 fi
 if stage products; then
   timeout "$(cap 60)" python3 bench/benchmark.py --backend cupy --sizes --products 32768 131072 \
-      --product-shapes 8x128x4096 4x128x4096 2x128x8192 1x256x16384 4x256x16384 \
+      --product-shapes 4x128x8192 2x128x16384 2x256x16384 1x256x32768 \
       || echo "(product benchmark stopped or failed)"
   save
 fi
@@ -117,7 +117,8 @@ if stage sizes; then
       --matrix-free-max 131072 --peak-tflops 67 34 --peak-bandwidth 4.8 --sampled 4096 \
       || echo "(benchmark stopped or failed)"
   save
-  # The widest student again, its product by plain tiles (the other matrix-free layout).
+fi
+if stage tiles; then  # the widest student again, its product by plain tiles
   timeout "$(cap 40)" python3 bench/benchmark.py --backend cupy --sizes 131072 --matrix-free-max 131072 --tiles \
       --peak-tflops 67 34 --peak-bandwidth 4.8 || echo "(benchmark stopped or failed)"
   save
