@@ -29,13 +29,18 @@ def host_cupy(monkeypatch):
 
 
 @NEEDS_COMPILER
+@pytest.mark.parametrize("shape", ["default", (8, 128, 4096)])  # rows per thread, block, warps
 @pytest.mark.parametrize("rows, M, lanes", [
-    (37, 1000, 3),  # a partial row group, a partial last slice
+    (37, 1000, 3),  # a partial row group (at 8 rows per thread), a partial last slice
     (1, 33, 1),  # one row, one column past a warp's stride
     (20, 4099, 6),  # many one-stride slices
     (4096, 5000, 6),  # wide slices (several strides per lane)
 ])
-def test_kappa_product_kernel_agrees_with_numpy(host_cupy, rows, M, lanes):
+def test_kappa_product_kernel_agrees_with_numpy(host_cupy, monkeypatch, shape, rows, M, lanes):
+    if shape != "default":
+        for name, value in zip(("PRODUCT_ROWS", "PRODUCT_BLOCK", "PRODUCT_WARPS"), shape):
+            monkeypatch.setattr(relu_module, name, value)
+        monkeypatch.setattr(relu_module, "_CUDA_KERNELS", {})  # ROWS is compiled in
     rng = np.random.default_rng(rows + M + lanes)
     d = 32
     # Inner products slightly outside [-1, 1], as round-off gives them: the kernel clips.

@@ -93,13 +93,14 @@ extern "C" __global__ void rfw2s_relu_kappa_product(
             for (int v = 0; v < LANES; ++v) out[(row0 + r) * LANES + v] = acc[r][v];
 }
 """
-# Launch shape, unmeasured on a GPU so far (tune there): at 6 lanes nvcc 13.0 gives the
-# kernel 158 registers without spills (sm_90), so 3 blocks of 128 threads fit an SM, each
-# thread with 8 loads of the tile in flight per column; about 4096 warps per product (2-3
-# waves on an H200) keep ``partial`` small (50 MB for a 2048-row tile, 2.5% of its bytes).
-PRODUCT_ROWS = 8
-PRODUCT_WARPS = 4096
-PRODUCT_BLOCK = 128
+# Launch shape, measured on an H200 (bench/RESULTS.md, 2026-11-28; seconds per product
+# with 6 vectors at M = 131072, rows x block x warps): 8x128x4096 0.284, 4x128x8192 0.208,
+# 2x128x16384 0.171, 1x256x32768 0.155, plain tiles (cuBLAS, kernel function in place,
+# cuBLAS) 0.168. One row per thread keeps registers few and the SMs full of warps; 32768
+# warps make 16 slices of a 2048-row tile (``partial``: 50 MB, 2.5% of the tile's bytes).
+PRODUCT_ROWS = 1
+PRODUCT_WARPS = 32768
+PRODUCT_BLOCK = 256
 
 
 def kappa_product_source(lanes: int) -> str:
