@@ -19,33 +19,31 @@ from rfw2s.solve import fit_teacher
 
 MODEL = json.dumps({"name": "relu_sphere", "d": 8})
 T_GRID = ["--t-min", "1", "--t-max", "1e8", "--t-num", "40"]
+STUDENT = ["--seed", "3", "--m-st", "300"]
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """A 300-wide student and teachers of 4 and 16 features, drawn and fitted on NumPy."""
+    """Teachers of 4 and 16 features for the 300-wide student of seed 3 (each job draws the
+    student itself), fitted on NumPy."""
     folder = tmp_path_factory.mktemp("inputs")
-    student = folder / "student.npy"
-    cli.main(["draw", "--model", MODEL, "--seed", "3", "--size", "300", "--replicate", "0", "--out", str(student)])
     teachers = folder / "teachers_r0.npz"
     cli.main(["teacher", "--model", MODEL, "--backend", "numpy", "--seed", "3", "--m-te", "4", "16",
               "--replicate", "0", "--out", str(teachers)])
-    return student, [str(teachers)]
+    return [str(teachers)]
 
 
 def _curves(inputs, out, backend, *how):
-    student, teachers = inputs
-    cli.main(["curves", "--model", MODEL, "--backend", backend, "--student", str(student), "--teachers", *teachers,
+    cli.main(["curves", "--model", MODEL, "--backend", backend, *STUDENT, "--teachers", *inputs,
               "--m-te", "4", "16", *how, "--replicate", "0", *T_GRID, "--out", str(out)])
     return pd.read_parquet(out)
 
 
 def test_every_curve_job_layout_on_cupy_gives_the_numpy_tables(inputs, cupy_backend, tmp_path):
-    student, _ = inputs
     reference = _curves(inputs, tmp_path / "numpy.parquet", "numpy", "--build-kernel")
     # The kernel and eigh jobs on the device, then the curve job from their outputs.
     gram, eigvals, eigvecs = (str(tmp_path / name) for name in ("gram.npy", "eigvals.npy", "eigvecs.npy"))
-    cli.main(["kernel", "--model", MODEL, "--backend", cupy_backend, "--draw", str(student), "--out", gram])
+    cli.main(["kernel", "--model", MODEL, "--backend", cupy_backend, *STUDENT, "--replicate", "0", "--out", gram])
     cli.main(["eigh", "--backend", cupy_backend, "--gram", gram, "--out-eigvals", eigvals, "--out-eigvecs", eigvecs])
     layouts = {"built": ["--build-kernel"], "matrix_free": ["--matrix-free"], "cached": ["--gram", gram],
                "eigh": ["--solver", "eigh", "--eigvals", eigvals, "--eigvecs", eigvecs]}
@@ -91,22 +89,19 @@ def test_a_curve_job_too_big_for_the_gpu_is_refused_before_it_allocates(inputs, 
     with pytest.raises(resources.InsufficientResources, match=r"curves at M_ST = 300 needs about .* of GPU "
                                                               r"memory; only 1.0 MiB is free"):
         _curves(inputs, tmp_path / "curves.parquet", "cupy", "--build-kernel")
-    assert not (tmp_path / "curves.parquet").exists()
+    assert not (tmp_path / "c.pq").exists()
 
 
 def test_one_job_for_every_replicate_gives_each_draw_own_curves(inputs, backend, tmp_path):
     # A curve job serves the replicates of one width, a teacher job all sizes of one replicate.
-    student, teachers = inputs
-    other = tmp_path / "student_r1.npy"
-    cli.main(["draw", "--model", MODEL, "--seed", "3", "--size", "300", "--replicate", "1", "--out", str(other)])
     fits = {}
     for m_te in (16, 4):  # one size per file, in another order
         fits[m_te] = tmp_path / f"teacher_{m_te}_r1.npz"
         cli.main(["teacher", "--model", MODEL, "--backend", "numpy", "--seed", "3", "--m-te", str(m_te),
                   "--replicate", "1", "--out", str(fits[m_te])])
     both = tmp_path / "both.parquet"
-    cli.main(["curves", "--model", MODEL, "--backend", backend, "--student", str(student), str(other),
-              "--replicate", "0", "1", "--teachers", *teachers, str(fits[16]), str(fits[4]), "--m-te", "4", "16",
+    cli.main(["curves", "--model", MODEL, "--backend", backend, *STUDENT,
+              "--replicate", "0", "1", "--teachers", *inputs, str(fits[16]), str(fits[4]), "--m-te", "4", "16",
               "--build-kernel", *T_GRID, "--out", str(both)])
     table = pd.read_parquet(both)
     assert sorted(table["replicate"].unique()) == [0, 1]
@@ -118,15 +113,20 @@ def test_one_job_for_every_replicate_gives_each_draw_own_curves(inputs, backend,
 
 
 def test_a_curve_job_refuses_missing_teachers_and_unmatched_replicates(inputs, tmp_path):
-    student, teachers = inputs
-    common = ["curves", "--model", MODEL, "--backend", "numpy", "--build-kernel", *T_GRID,
-              "--out", str(tmp_path / "curves.parquet")]
+    common = ["curves", "--model", MODEL, "--backend", "numpy", *STUDENT, *T_GRID, "--out", str(tmp_path / "c.pq")]
     with pytest.raises(SystemExit, match=r"teacher sizes \{0: \[32\]\} \(replicate: sizes\) are in none"):
-        cli.main(common + ["--student", str(student), "--replicate", "0", "--teachers", *teachers,
-                           "--m-te", "4", "32"])
-    with pytest.raises(SystemExit, match=r"one --replicate .* per --student \(2\); got 1 replicates"):
-        cli.main(common + ["--student", str(student), str(student), "--replicate", "0", "--teachers", *teachers,
+        cli.main(common + ["--build-kernel", "--replicate", "0", "--teachers", *inputs, "--m-te", "4", "32"])
+    with pytest.raises(SystemExit, match=r"one of each cached operator file per --replicate \(2\); got \{'gram': 1\}"):
+        cli.main(common + ["--gram", str(tmp_path / "g.npy"), "--replicate", "0", "1", "--teachers", *inputs,
                            "--m-te", "4"])
     with pytest.raises(SystemExit, match=r"replicates \[1\] have no teacher file"):
-        cli.main(common + ["--student", str(student), "--replicate", "1", "--teachers", *teachers, "--m-te", "4"])
-    assert not (tmp_path / "curves.parquet").exists()
+        cli.main(common + ["--build-kernel", "--replicate", "1", "--teachers", *inputs, "--m-te", "4"])
+    assert not (tmp_path / "c.pq").exists()
+
+
+def test_a_job_draws_the_student_that_the_draw_step_writes(tmp_path):
+    draw = tmp_path / "draw.npy"
+    cli.main(["draw", "--model", MODEL, "--role", "student", *STUDENT[:2], "--size", "300", "--replicate", "2",
+              "--out", str(draw)])
+    W = cli.draw_student(relu_sphere(8), seed=3, m_st=300, replicate=2)
+    assert np.array_equal(np.load(draw), W) and not np.array_equal(W, cli.draw_student(relu_sphere(8), 3, 300, 1))

@@ -139,11 +139,9 @@ def test_kernel_job_refuses_when_the_disk_cannot_hold_the_matrix(tmp_path, monke
 
     from rfw2s import cli, resources
 
-    draw = tmp_path / "draw.npy"
-    save_npy(draw, np.eye(4, 3))
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(resources.shutil, "disk_usage", lambda p: usage._replace(free=100))
     with pytest.raises(resources.InsufficientResources, match=r"kernel matrix needs 256.0 B of disk .* 100.0 B"):
         cli.main(["kernel", "--model", '{"name": "relu_sphere", "d": 3}', "--backend", "numpy",
-                  "--draw", str(draw), "--out", str(tmp_path / "gram.npy")])
+                  "--seed", "0", "--m-st", "4", "--replicate", "0", "--out", str(tmp_path / "gram.npy")])
     assert not (tmp_path / "gram.npy").exists()

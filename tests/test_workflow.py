@@ -58,9 +58,9 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     meta = read_metadata(out / "curves" / f"{key}.parquet")
     assert meta["backend"] == "numpy" and "numpy" in meta["versions"] and meta["solver_version"]
 
-    cache = workdir / "results" / "cache" / key
-    assert (cache / "draw_r0.npy").stat().st_mode & 0o044  # readable by others
-    assert not list(cache.glob("gram_*")) and not list(cache.glob("eig*"))  # nothing else cached at d = 16
+    assert (out / "curves" / f"{key}.parquet").stat().st_mode & 0o044  # readable by others
+    # Nothing cached at d = 16: the kernel is built in the curve job, the draws are drawn there.
+    assert not (workdir / "results" / "cache" / key).exists()
 
     for name in ("fig2a", "fig2b", "validation"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,7 +123,7 @@ def test_the_ablation_shares_kernels_teachers_and_curves(tmp_path):
     plan_alone = planned_jobs(tmp_path, write_config(tmp_path, alone, "alone.yaml"))
     plan_both = planned_jobs(tmp_path, write_config(tmp_path, both, "both.yaml"))
     # Every curve of tiny_ablation (same draws, teachers and times) is one of tiny's.
-    for rule in ("draw_student", "kernel", "eigh", "teachers", "curves"):
+    for rule in ("kernel", "eigh", "teachers", "curves"):
         assert plan_both.get(rule, 0) == plan_alone.get(rule, 0), rule
     assert plan_both["aggregate"] == plan_alone["aggregate"] + 1
     # Other times: the same kernels, teachers shared, the curves its own.
@@ -131,7 +131,7 @@ def test_the_ablation_shares_kernels_teachers_and_curves(tmp_path):
     other_times["experiments"]["tiny_ablation"]["t"]["num"] = 30
     plan_other = planned_jobs(tmp_path, write_config(tmp_path, other_times, "other.yaml"))
     assert plan_alone["kernel"] > 0
-    for rule in ("draw_student", "kernel", "teachers"):
+    for rule in ("kernel", "teachers"):
         assert plan_other.get(rule, 0) == plan_alone.get(rule, 0), rule
     assert plan_other["curves"] == plan_alone["curves"] + 2  # two widths, each one job for both replicates
 

@@ -59,9 +59,15 @@ def cmd_draw(a):
                                       "size": a.size, "replicate": a.replicate})
 
 
+def draw_student(model, seed: int, m_st: int, replicate: int) -> np.ndarray:
+    """Student ``replicate`` of width ``m_st``: drawn where it is used (a draw costs less than
+    a job's start-up), from the same seed stream as ``python -m rfw2s draw --role student``."""
+    return model.sample_features(seeding.seed_sequence(seed, "student", m_st, replicate), m_st)
+
+
 def cmd_kernel(a):
     model, be = _model(a.model), _backend(a.backend)
-    W = artifacts.load_npy(a.draw, mmap=False)
+    W = draw_student(model, a.seed, a.m_st, a.replicate)
     M = W.shape[0]
     log.info("kernel: M_ST=%d, d=%d, %.2f GiB", M, W.shape[1], M * M * 8 / 2**30)
     resources.ensure_disk(a.out, 8 * M * M + 128, f"the {M} x {M} kernel matrix")
@@ -69,7 +75,8 @@ def cmd_kernel(a):
     resources.ensure_memory(config.memory_needed(M, W.shape[1], layout, 0, 0), be.name,
                             "the kernel" if layout == "built" else "a kernel block")
     Wx = be.asarray(W)
-    with step("kernel", be), artifacts.npy_rows(a.out, (M, M), {"model": json.loads(a.model), "draw": a.draw}) as write:
+    with step("kernel", be), artifacts.npy_rows(a.out, (M, M), {"model": json.loads(a.model), "seed": a.seed, "m_st": M,
+                                                           "replicate": a.replicate}) as write:
         if layout == "built":
             write(backends.to_numpy(gram_matrix(model, Wx)))
         else:
@@ -158,9 +165,8 @@ def cmd_curves(a):
     ts = config.time_grid({"min": a.t_min, "max": a.t_max, "num": a.t_num})
     layout = {"eigvals": a.eigvals, "eigvecs": a.eigvecs, "gram": a.gram}
     counts = {name: len(v) for name, v in layout.items() if v}
-    if len(a.replicate) != len(a.student) or any(n != len(a.student) for n in counts.values()):
-        raise SystemExit(f"one --replicate and one of each cached operator file per --student ({len(a.student)}); "
-                         f"got {len(a.replicate)} replicates and {counts}")
+    if any(n != len(a.replicate) for n in counts.values()):
+        raise SystemExit(f"one of each cached operator file per --replicate ({len(a.replicate)}); got {counts}")
     teachers = load_teachers(a.teachers, a.m_te)
     absent = sorted(set(a.replicate) - set(teachers))
     if absent:
@@ -168,20 +174,20 @@ def cmd_curves(a):
     # All replicates of one width in one job: a GPU job's start-up (CuPy import, CUDA
     # context) costs more than one draw's curves (bench/RESULTS.md).
     frames = []
-    for i, (replicate, student) in enumerate(zip(a.replicate, a.student)):
+    for i, replicate in enumerate(a.replicate):
         cached = {name: v[i] for name, v in layout.items() if v}
-        frames.append(_curves_of_one_draw(a, model, be, ts, replicate, student, cached, teachers[replicate]))
+        W = draw_student(model, a.seed, a.m_st, replicate)
+        frames.append(_curves_of_one_draw(a, model, be, ts, replicate, W, cached, teachers[replicate]))
     df = pd.concat(frames, ignore_index=True)
     artifacts.save_parquet(a.out, df[analysis.LOSS_COLUMNS], _metadata(be, t=[a.t_min, a.t_max, a.t_num],
                                                                        solver=a.solver))
 
 
-def _curves_of_one_draw(a, model, be, ts, replicate, student, cached, teachers):
+def _curves_of_one_draw(a, model, be, ts, replicate, W, cached, teachers):
     import pandas as pd
 
     from .curves import exact_curves
 
-    W = artifacts.load_npy(student, mmap=False)
     how = "eigh" if cached.get("eigvals") else "dense" if cached.get("gram") or a.build_kernel else "matrix_free"
     # The eigenvectors are read, not computed, here: one M x M matrix, not eigh's peak.
     need = (8 * W.shape[0] ** 2 if how == "eigh" else
@@ -273,7 +279,7 @@ def cmd_validate(a):
     teachers = {int(t["coef"].size): (t["features"], t["coef"], float(t["loss"])) for t in fits}
     convergence = validation.convergence_table(pd.concat([pd.read_parquet(p) for p in a.convergence],
                                                          ignore_index=True))
-    W = artifacts.load_npy(a.student, mmap=False)
+    W = draw_student(model, a.seed, a.m_st, 0)
     cached = {name: v for name, v in {"eigvals": a.eigvals, "eigvecs": a.eigvecs, "gram": a.gram}.items() if v}
     if any(len(v) != 1 for v in cached.values()):
         raise SystemExit(f"validate takes one student, so one of each cached operator file; got {cached}")
@@ -342,7 +348,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = add("kernel", cmd_kernel, "population feature-kernel matrix of a student draw")
     model_and_backend(s)
-    s.add_argument("--draw", required=True)
+    for opt in ("--seed", "--m-st", "--replicate"):  # the student draw's
+        s.add_argument(opt, type=int, required=True)
     s.add_argument("--out", required=True)
 
     s = add("eigh", cmd_eigh, "eigendecomposition of H = G / M")
@@ -375,8 +382,9 @@ def _parser() -> argparse.ArgumentParser:
     s = add("curves", cmd_curves, "exact finite-width loss curves of every teacher of each student draw "
                                    "(the replicates of one width), into one table")
     model_and_backend(s)
-    s.add_argument("--student", nargs="+", required=True, help="student draws, one per replicate")
-    s.add_argument("--replicate", type=int, nargs="+", required=True, help="their replicates, in the same order")
+    s.add_argument("--seed", type=int, required=True, help="the student draws' seed")
+    s.add_argument("--m-st", type=int, required=True, help="the students' width")
+    s.add_argument("--replicate", type=int, nargs="+", required=True, help="the student draws, one curve set each")
     s.add_argument("--out", required=True)
     s.add_argument("--teachers", nargs="+", required=True, help="teacher files (python -m rfw2s teacher)")
     solve_options(s)
@@ -408,7 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--losses", required=True)
     s.add_argument("--teachers", nargs="+", required=True)
     s.add_argument("--convergence", nargs="+", required=True, help="curve tables at the convergence widths")
-    s.add_argument("--student", required=True, help="replicate 0's sampled-data student")
+    s.add_argument("--m-st", type=int, required=True, help="the width of the sampled-data student (replicate 0)")
     solve_options(s)
     for opt in ("--out-table", "--out-curves", "--out-convergence"):
         s.add_argument(opt, required=True)

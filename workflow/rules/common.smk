@@ -130,9 +130,9 @@ def validation_model_json(wc):
 
 
 def operator_inputs(key, replicate):
-    """The cached artifacts a solve on student ``key`` reads (draw, and kernel or spectrum)."""
+    """The cached artifacts a solve on student ``key`` reads (kernel or spectrum, if any)."""
     base = f"results/cache/{key}"
-    inputs = {"student": f"{base}/draw_r{replicate}.npy"}
+    inputs = {}
     if OPERATOR[key] == "eigh":
         inputs.update(eigvals=f"{base}/eigvals_r{replicate}.npy", eigvecs=f"{base}/eigvecs_r{replicate}.npy")
     elif OPERATOR[key] == "dense":

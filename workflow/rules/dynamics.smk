@@ -31,6 +31,8 @@ rule curves:
         f"{RESULTS}/curves/{{student}}.parquet",
     params:
         model=student_model_json,
+        seed=student_value("seed"),
+        m_st=student_value("m_st"),
         t=experiment_value("t"),
         backend=config["backend"],
         solver=SOLVER,
@@ -50,7 +52,7 @@ rule curves:
         CONDA_ENV
     shell:
         "{PYTHON} -m rfw2s --blas-threads all curves --model {params.model:q} --backend {params.backend}"
-        " --student {input.student} --replicate {params.replicates} {params.operator}"
+        " --seed {params.seed} --m-st {params.m_st} --replicate {params.replicates} {params.operator}"
         " --teachers {input.teachers} --m-te {params.sizes}"
         " --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
         " --max-steps {params.solver[lanczos][max_steps]}"

@@ -1,34 +1,17 @@
-# Student draws -> cached feature-kernel matrix -> its eigendecomposition, shared by
+# Cached feature-kernel matrix of a student draw -> its eigendecomposition, shared by
 # every experiment whose draws are the same (results/cache/<student>/, the student named
-# by model, width and seed). The dense steps hold the `gpu` resource, so they run one at
+# by model, width and seed). No job writes the draws: each job that needs one draws it
+# from its seed, which costs less than a job's start-up. The dense steps hold the `gpu` resource, so they run one at
 # a time and may use every CPU core for BLAS/LAPACK (--blas-threads all).
 
 
-rule draw_student:
-    output:
-        f"{CACHE}/draw_r{{replicate}}.npy",
-    params:
-        model=student_model_json,
-        seed=student_value("seed"),
-        m_st=student_value("m_st"),
-    log:
-        f"{CACHE}/logs/draw_r{{replicate}}.log",
-    benchmark:
-        f"{CACHE}/benchmarks/draw_r{{replicate}}.tsv"
-    conda:
-        CONDA_ENV
-    shell:
-        "{PYTHON} -m rfw2s draw --model {params.model:q} --role student --seed {params.seed}"
-        " --size {params.m_st} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
-
-
 rule kernel:
-    input:
-        rules.draw_student.output,
     output:
         f"{CACHE}/gram_r{{replicate}}.npy",
     params:
         model=student_model_json,
+        seed=student_value("seed"),
+        m_st=student_value("m_st"),
         backend=config["backend"],
     resources:
         gpu=1,
@@ -42,7 +25,7 @@ rule kernel:
         CONDA_ENV
     shell:
         "{PYTHON} -m rfw2s --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
-        " --draw {input} --out {output} > {log} 2>&1"
+        " --seed {params.seed} --m-st {params.m_st} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
 rule eigh:

@@ -15,6 +15,7 @@ rule validation:
         model=validation_model_json,
         seed=experiment_value("seed"),
         sizes=experiment_value("m_te"),
+        m_st=lambda wc: STUDENTS[sampled_student(wc)].m_st,
         settings=lambda wc: json.dumps(EXPERIMENTS[wc.experiment]["validation"], sort_keys=True),
         backend=config["backend"],
         solver=SOLVER,
@@ -35,7 +36,7 @@ rule validation:
     shell:
         "{PYTHON} -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
-        " --teachers {input.teachers} --m-te {params.sizes} --convergence {input.convergence} --student {input.student}"
+        " --teachers {input.teachers} --m-te {params.sizes} --convergence {input.convergence} --m-st {params.m_st}"
         " {params.operator} --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
         " --max-steps {params.solver[lanczos][max_steps]}"
         " --out-table {output.table} --out-curves {output.curves}"
