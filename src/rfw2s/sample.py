@@ -51,14 +51,15 @@ def largest_stable_step(model, W, backend="numpy") -> float:
 EVAL_CHUNK = 8192
 
 
-def feature_maker(model, rows: int, directions, be):
-    """``X -> features(X, directions)`` for up to ``rows`` inputs, into one reused buffer
-    when the model has ``features_into`` (each result is overwritten by the next)."""
+def feature_maker(model, rows: int, directions, be, runs: tuple = ()):
+    """``X -> features(X, directions)`` for up to ``rows`` inputs (``X``: ``rows x d``, or
+    ``runs + (rows, d)`` for a stack of runs), into one reused buffer when the model has
+    ``features_into`` (each result is overwritten by the next)."""
     into = getattr(model, "features_into", None)
     if into is None:
         return lambda X: model.features(X, directions)
-    buffer = be.xp.empty((rows, directions.shape[0]))
-    return lambda X: into(X, directions, buffer[:X.shape[0]])
+    buffer = be.xp.empty((*runs, rows, directions.shape[0]))
+    return lambda X: into(X, directions, buffer[..., :X.shape[-2], :])
 
 
 def heldout_loss(model, Wx, theta, scale, n_eval, seed_sequence, be) -> np.ndarray:
@@ -80,12 +81,13 @@ def heldout_loss(model, Wx, theta, scale, n_eval, seed_sequence, be) -> np.ndarr
 INPUT_CHUNK_ELEMENTS = 1 << 20
 
 
-def _input_batches(model, rng, batch: int, chunk_steps: int, be):
-    """Consecutive batches of ``batch`` inputs from ``rng``, drawn ``chunk_steps`` at a time."""
+def _input_batches(model, rngs, batch: int, chunk_steps: int, be):
+    """``runs x batch x d`` inputs per step, run ``r``'s from ``rngs[r]`` (consecutive
+    batches of its stream), drawn ``chunk_steps`` steps at a time."""
     while True:
-        chunk = be.asarray(model.sample_inputs(rng, batch * chunk_steps))
+        chunk = be.asarray(np.stack([model.sample_inputs(rng, batch * chunk_steps) for rng in rngs]))
         for start in range(0, batch * chunk_steps, batch):
-            yield chunk[start:start + batch]
+            yield chunk[:, start:start + batch]
 
 
 def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: int = 2048,
@@ -122,27 +124,30 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
         offset += len(coef)
     label_coef = be.asarray(label_coef)
     scale = 1.0 / np.sqrt(M)
-    batch_features = feature_maker(model, batch, directions, be)
+    # The runs advance in lockstep, each on its own input stream: one (batched) product
+    # serves all of them, so a GPU launches as much for 8 runs as for one.
+    batch_features = feature_maker(model, batch, directions, be, runs=(runs,))
+    chunk_steps = max(1, INPUT_CHUNK_ELEMENTS // (runs * batch * W.shape[1]))
+    batches = _input_batches(model, [generator(seed, "inputs", M, run) for run in range(runs)], batch,
+                             chunk_steps, be)
+    theta = xp.zeros((runs, M, n))
+    snapshots = []
+    done = 0
+    for target in steps:
+        for _ in range(int(target) - done):
+            features = batch_features(next(batches))
+            Phi = features[..., :M]  # unscaled; f = scale * Phi @ theta
+            residual = Phi @ theta
+            residual *= scale
+            residual -= features[..., M:] @ label_coef
+            theta -= (eta * scale / batch) * (Phi.transpose(0, 2, 1) @ residual)
+        done = int(target)
+        snapshots.append(theta.copy())
     per_run = np.empty((n, runs, steps.size))
-    chunk_steps = max(1, INPUT_CHUNK_ELEMENTS // (batch * W.shape[1]))
     for run in range(runs):
-        batches = _input_batches(model, generator(seed, "inputs", M, run), batch, chunk_steps, be)
-        theta = xp.zeros((M, n))
-        snapshots = []
-        done = 0
-        for target in steps:
-            for _ in range(int(target) - done):
-                features = batch_features(next(batches))
-                Phi = features[:, :M]  # unscaled; f = scale * Phi @ theta
-                residual = Phi @ theta
-                residual *= scale
-                residual -= features[:, M:] @ label_coef
-                theta -= (eta * scale / batch) * (Phi.T @ residual)
-            done = int(target)
-            snapshots.append(theta.copy())
         # Held-out inputs from their own stream, one pass for every time of the run.
-        losses = heldout_loss(model, Wx, xp.concatenate(snapshots, axis=1), scale, n_eval,
-                              seed_sequence(seed, "heldout", M, run), be)
+        losses = heldout_loss(model, Wx, xp.concatenate([snap[run] for snap in snapshots], axis=1), scale,
+                              n_eval, seed_sequence(seed, "heldout", M, run), be)
         per_run[:, run, :] = losses.reshape(steps.size, n).T
     if not np.all(np.isfinite(per_run)):
         raise FloatingPointError(f"sampled training diverged (eta = {eta:.4g}, limit {limit:.4g})")
