@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,10 +22,6 @@ SMALL = {"backend": "numpy", "plot": {"dpi": 40}, "kernel_cache": "always",
 TABLES = ("losses", "summary", "fit")
 
 
-def _env():
-    return dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-
-
 def _command(workdir, configfile, cores=2):
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
             "--configfile", str(configfile), "--cores", str(cores), "--resources", "gpu=1"]
@@ -35,7 +30,7 @@ def _command(workdir, configfile, cores=2):
 def _run(workdir, config, cores=2, check=True):
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(_command(workdir, write_config(workdir, config), cores), capture_output=True, text=True,
-                          env=_env(), timeout=600)
+                          timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -73,7 +68,7 @@ def test_killed_during_an_eigendecomposition_then_rerun_gives_the_uninterrupted_
     work = tmp_path / "killed"
     work.mkdir()
     configfile = write_config(work, config)
-    proc = subprocess.Popen(_command(work, configfile, cores=1), env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(work, configfile, cores=1), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     logs = work / "results" / "cache"
@@ -86,8 +81,8 @@ def test_killed_during_an_eigendecomposition_then_rerun_gives_the_uninterrupted_
     for npy in logs.rglob("*.npy"):
         load_npy(npy)
     # The README's recovery: unlock, then rerun (jobs Snakemake saw start but not finish are redone).
-    subprocess.run(_command(work, configfile) + ["--unlock"], env=_env(), capture_output=True, check=True)
-    proc = subprocess.run(_command(work, configfile) + ["--rerun-incomplete"], env=_env(), capture_output=True,
+    subprocess.run(_command(work, configfile) + ["--unlock"], capture_output=True, check=True)
+    proc = subprocess.run(_command(work, configfile) + ["--rerun-incomplete"], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_identical(_tables(dense), _tables(work))

@@ -26,8 +26,9 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
 def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True,
               env: dict | None = None) -> subprocess.CompletedProcess:
     """``env``: variables added to this process's environment."""
-    # Jobs call `python`: make it this interpreter, as an activated venv would.
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]), **(env or {})}
+    # A bare system PATH, no venv on it: the jobs' `python3` must still be this interpreter
+    # (the workflow puts its folder first), not the system's.
+    env = {**os.environ, "PATH": os.defpath, **(env or {})}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), "--cores", "2", "--resources", "gpu=1", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -13,15 +13,16 @@ from snakemake.utils import validate
 
 # The workflow always runs the rfw2s source that sits beside it, here and in every
 # job (jobs inherit the environment; a cluster job re-reads this file). The rest of
-# PYTHONPATH stays: a job must import what this process found (CuPy, for the backend
-# resolved below).
+# PYTHONPATH stays, and a job's `python3` is the one running Snakemake (first on PATH):
+# a job must import what this process found (CuPy, for the backend resolved below). A
+# conda environment's activation (--sw-deployment-method conda) still puts its own first.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                                    if p and p != SRC])
-# Jobs run on the interpreter that runs Snakemake (whose packages resolved the backend),
-# not on whichever `python` comes first on PATH.
-PYTHON = shlex.quote(sys.executable)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                        if p and p != SRC]),
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+)
 import rfw2s.config  # noqa: E402
 import rfw2s.models  # noqa: E402
 from rfw2s.backend import BackendError, resolve  # noqa: E402

@@ -20,7 +20,7 @@ rule teachers:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s teacher --model {params.models} --backend {params.backend} --seed {params.seed}"
+        "python3 -m rfw2s teacher --model {params.models} --backend {params.backend} --seed {params.seed}"
         " --m-te {params.sizes} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
@@ -51,7 +51,7 @@ rule curves:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s --blas-threads all curves --model {params.model:q} --backend {params.backend}"
+        "python3 -m rfw2s --blas-threads all curves --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --m-st {params.m_st} --replicate {params.replicates} {params.operator}"
         " --teachers {input.teachers} --m-te {params.sizes}"
         " --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"

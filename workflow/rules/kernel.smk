@@ -24,7 +24,7 @@ rule kernel:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
+        "python3 -m rfw2s --blas-threads all kernel --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --m-st {params.m_st} --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
@@ -48,5 +48,5 @@ rule eigh:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s --blas-threads all eigh --backend {params.backend} --gram {input}"
+        "python3 -m rfw2s --blas-threads all eigh --backend {params.backend} --gram {input}"
         " --out-eigvals {output.eigvals} --out-eigvecs {output.eigvecs} > {log} 2>&1"

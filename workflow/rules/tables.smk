@@ -23,7 +23,7 @@ rule aggregate:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s aggregate --experiment {wildcards.experiment} --curves {input}"
+        "python3 -m rfw2s aggregate --experiment {wildcards.experiment} --curves {input}"
         " --out-losses {output.losses} --out-summary {output.summary} --out-fit {output.fit}"
         " --out-table {output.table} > {log} 2>&1"
 
@@ -61,7 +61,7 @@ rule figures:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s figures --losses {input.losses} --summary {input.summary} --fit {input.fit}"
+        "python3 -m rfw2s figures --losses {input.losses} --summary {input.summary} --fit {input.fit}"
         " --title {wildcards.experiment} --out-dir {params.out_dir}"
         " --dpi {params.plot[dpi]} --spread {params.plot[spread]} > {log} 2>&1"
 
@@ -98,5 +98,5 @@ rule ablation_figures:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s ablation-figures --summary {input.summary} --fit {input.fit}"
+        "python3 -m rfw2s ablation-figures --summary {input.summary} --fit {input.fit}"
         " --title {wildcards.experiment} --out-dir {params.out_dir} --dpi {params.plot[dpi]} > {log} 2>&1"

@@ -34,7 +34,7 @@ rule validation:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
+        "python3 -m rfw2s --blas-threads all validate --model {params.model:q} --backend {params.backend}"
         " --seed {params.seed} --settings {params.settings:q} --losses {input.losses}"
         " --teachers {input.teachers} --m-te {params.sizes} --convergence {input.convergence} --m-st {params.m_st}"
         " {params.operator} --solver {params.solver[solver]} --tol {params.solver[lanczos][tol]}"
@@ -66,6 +66,6 @@ rule validation_figure:
     conda:
         CONDA_ENV
     shell:
-        "{PYTHON} -m rfw2s validation-figure --table {input.table} --curves {input.curves}"
+        "python3 -m rfw2s validation-figure --table {input.table} --curves {input.curves}"
         " --convergence {input.convergence} --title {wildcards.experiment} --out {params.stem}"
         " --dpi {params.plot[dpi]} > {log} 2>&1"
