@@ -51,14 +51,14 @@ def largest_stable_step(model, W, backend="numpy") -> float:
 EVAL_CHUNK = 8192
 
 
-def feature_maker(model, rows: int, directions, be, runs: tuple = ()):
+def feature_maker(model, rows: int, directions, be, stack: tuple = ()):
     """``X -> features(X, directions)`` for up to ``rows`` inputs (``X``: ``rows x d``, or
-    ``runs + (rows, d)`` for a stack of runs), into one reused buffer when the model has
+    ``stack + (rows, d)``, one matrix per run), into one reused buffer when the model has
     ``features_into`` (each result is overwritten by the next)."""
     into = getattr(model, "features_into", None)
     if into is None:
         return lambda X: model.features(X, directions)
-    buffer = be.xp.empty((*runs, rows, directions.shape[0]))
+    buffer = be.xp.empty((*stack, rows, directions.shape[0]))
     return lambda X: into(X, directions, buffer[..., :X.shape[-2], :])
 
 
@@ -125,8 +125,8 @@ def train_students(model, W, teachers, ts, *, eta: float | None = None, batch: i
     label_coef = be.asarray(label_coef)
     scale = 1.0 / np.sqrt(M)
     # The runs advance in lockstep, each on its own input stream: one (batched) product
-    # serves all of them, so a GPU launches as much for 8 runs as for one.
-    batch_features = feature_maker(model, batch, directions, be, runs=(runs,))
+    # serves all of them, so a GPU launches about as much for 8 runs as for one.
+    batch_features = feature_maker(model, batch, directions, be, stack=(runs,))
     chunk_steps = max(1, INPUT_CHUNK_ELEMENTS // (runs * batch * W.shape[1]))
     batches = _input_batches(model, [generator(seed, "inputs", M, run) for run in range(runs)], batch,
                              chunk_steps, be)
