@@ -159,3 +159,16 @@ def test_the_cpu_caches_a_kernel_where_its_product_dominates(m_te, backend, how,
     assert (s.spec["d"] >= PRODUCT_BOUND_DIM) == (kernel_job == "built")
     assert operator(s, solver_settings({}), 1 << 40, backend) == how
     assert kernel_job_layout(s.spec["d"]) == kernel_job
+
+
+def test_curve_jobs_are_shared_only_between_experiments_with_as_many_replicates():
+    from rfw2s.config import curve_jobs, owners
+
+    tiny = load_tiny()["experiments"]["tiny"]
+    same, more = copy.deepcopy(tiny), copy.deepcopy(tiny)
+    more["replicates"] = tiny["replicates"] + 1  # a curve job holds every replicate of its width
+    experiments = {"tiny": tiny, "same": same, "more": more}
+    teacher_owner, curve_owner = owners(experiments, curve_jobs(experiments))
+    assert {teacher_owner[(name, m)] for name in experiments for m in tiny["m_te"]} == {"tiny"}
+    assert {owner for (name, _), owner in curve_owner.items() if name != "more"} == {"tiny"}
+    assert {owner for (name, _), owner in curve_owner.items() if name == "more"} == {"more"}

@@ -120,10 +120,6 @@ def student_model_json(wc):
     return rfw2s.config.spec_json(STUDENTS[wc.student].spec)
 
 
-def teacher_model_json(wc):
-    return rfw2s.config.spec_json(rfw2s.config.model_spec(EXPERIMENTS[wc.experiment], int(wc.m_te)))
-
-
 def validation_model_json(wc):
     # Validation requires a model that does not change with the teacher size (checked).
     exp = EXPERIMENTS[wc.experiment]
@@ -151,7 +147,7 @@ def operator_args(key, input):
 
 
 def curve_inputs(wc):
-    """Every replicate's draw (and cached operator), and their teachers: one job per width."""
+    """Every replicate's cached operator (if any) and teachers: one job per student width."""
     replicates = range(EXPERIMENTS[wc.experiment]["replicates"])
     per_replicate = [operator_inputs(wc.student, r) for r in replicates]
     inputs = {name: [files[name] for files in per_replicate] for name in per_replicate[0]}
@@ -188,10 +184,9 @@ def curve_files(experiment, widths=None):
     return [f"results/{CURVE_OWNER[(experiment, key)]}/curves/{key}.parquet" for key in keys]
 
 
-def teacher_files(experiment, replicates=None):
-    exp = EXPERIMENTS[experiment]
-    replicates = range(exp["replicates"]) if replicates is None else replicates
-    return sorted({teacher_file(experiment, m_te, r) for m_te in exp["m_te"] for r in replicates})
+def teacher_files(experiment, replicate):
+    """The files holding every teacher of ``experiment`` for ``replicate``."""
+    return sorted({teacher_file(experiment, m_te, replicate) for m_te in EXPERIMENTS[experiment]["m_te"]})
 
 
 def all_outputs(names):
@@ -214,7 +209,7 @@ def validation_inputs(wc):
     inputs = operator_inputs(sampled_student(wc), 0)
     inputs.update(
         losses=f"results/{wc.experiment}/losses.parquet",
-        teachers=teacher_files(wc.experiment, [0]),
+        teachers=teacher_files(wc.experiment, 0),
         convergence=curve_files(wc.experiment, EXPERIMENTS[wc.experiment]["validation"]["convergence_m_st"]),
     )
     return inputs
