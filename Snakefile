@@ -18,27 +18,38 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/kernel.smk"
-include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/teachers.smk"
+include: "workflow/rules/kernels.smk"
+include: "workflow/rules/curves.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/validation.smk"
 
 
 rule all:
-    input:
-        all_outputs(EXPERIMENTS),
     default_target: True
+    input:
+        PLAN.outputs(),
 
 
-# One target per experiment: `snakemake --cores 1 --resources gpu=1 fig2` runs fig2 alone.
+# One target per experiment: `snakemake fig2 --cores 1 --resources gpu=1` runs fig2 alone.
 _RULE_NAMES = {r.name for r in workflow.rules}
 for _name in EXPERIMENTS:
     if _name in _RULE_NAMES:
-        raise ValueError(f"config: experiment name {_name!r} is also the name of a workflow rule; "
-                         f"rename the experiment (rules: {', '.join(sorted(_RULE_NAMES))})")
+        raise rfw2s.config.ConfigError(
+            f"config: experiment name {_name!r} is also the name of a workflow rule; "
+            f"rename the experiment (rules: {', '.join(sorted(_RULE_NAMES))})"
+        )
 
     rule:
         name:
             _name
         input:
-            all_outputs([_name]),
+            PLAN.outputs([_name]),
+
+
+onsuccess:
+    _targets = sorted(workflow.dag_settings.targets) or []
+    logger.info(
+        "HTML report of what this run made: snakemake " + " ".join(_targets + ["--report", "results/report.html"])
+    )

@@ -471,7 +471,7 @@ def install(monkeypatch) -> types.ModuleType:
     cupy, cupyx = modules()
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
-    relu = sys.modules.get("rfw2s.models.relu_sphere")
+    relu = sys.modules.get("rfw2s.models.relu.kernel")
     if relu is not None:
         monkeypatch.setattr(relu, "_CUDA_KERNELS", {})
     return cupy

@@ -1,11 +1,14 @@
-"""Invalid configs stop before any job runs, with a message naming the key."""
+"""Invalid configs stop before any job runs, with a message naming the key; the plan's
+choices (operators, memory, shared steps) from a valid one."""
 import copy
 
 import pytest
 
-from rfw2s.config import ConfigError, check, normalize
-from workflow_helpers import load_tiny, snakemake, write_config
 from conftest import GPU_MISSING
+from rfw2s.config import ConfigError, normalize, validate
+from rfw2s.plan import Plan, PlanError
+from steps import SCHEMA
+from workflow_helpers import load_tiny, snakemake, write_config
 
 
 def _set(path, value):
@@ -60,6 +63,20 @@ BAD_CONFIGS = {
     "no experiments": (_set(("experiments",), {}), "experiments"),
     "experiment named like a rule": (lambda c: c["experiments"].update(curves=c["experiments"].pop("tiny_model23")),
                                      "experiment name 'curves' is also the name of a workflow rule"),
+    "experiment named like a pipeline folder": (
+        lambda c: c["experiments"].update(cache=c["experiments"].pop("tiny_model23")),
+        "experiments.cache: the name is taken by the pipeline's folder results/cache/"),
+    "time grid with NaN": (_set(EXP + ("t", "min"), float("nan")),
+                           "experiments.tiny.t.min: must be a finite number; got nan"),
+    "infinite tolerance": (_set(("lanczos",), {"tol": float("inf")}), "lanczos.tol: must be a finite number; got inf"),
+    "replicates beyond the bound": (_set(EXP + ("replicates",), 100000),
+                                    "experiments.tiny.replicates: 100000 is greater than the maximum of 256"),
+    "teacher sizes beyond the bound": (_set(EXP + ("m_te",), list(range(1, 100))),
+                                       "experiments.tiny.m_te: 99 entries, more than the maximum of 64"),
+    "time grid beyond the bound": (_set(EXP + ("t", "num"), 10**6),
+                                   "experiments.tiny.t.num: 1000000 is greater than the maximum of 10000"),
+    "missing model plugin file": (_set(("model_plugins",), ["no/such/model.py"]),
+                                  "config key 'model_plugins': model plugin"),
 }
 
 
@@ -88,87 +105,141 @@ def test_cupy_backend_without_gpu_stops_with_a_clear_message(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def _validated(config):
+    return validate(copy.deepcopy(config), SCHEMA)
+
+
 def test_a_student_too_large_for_memory_is_refused_with_the_size_it_needs():
-    config = load_tiny()
+    config = _validated(load_tiny())
     # Lanczos: too little memory even to store the kernel, so matrix-free; still too much
     # (a 1024-row tile and its temporaries, 400 steps of a Lanczos block of 3 + 1 vectors, features).
-    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 44.6 MiB \(matrix_free\), "
-                                          r"more than the 1.0 MiB of this machine"):
-        check(config, backend="numpy", memory=1 << 20)
+    with pytest.raises(PlanError, match=r"relu_sphere-d16-m1024-seed0 needs about 44.6 MiB \(tiled\), "
+                                        r"more than the 1.0 MiB of this machine"):
+        Plan(config, memory=1 << 20)
     config["solver"] = "eigh"  # dense eigh: 5 matrices of 1024^2 doubles, plus the features
-    with pytest.raises(ConfigError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.1 MiB \(eigh\)"):
-        check(config, backend="numpy", memory=1 << 20)
-    check(config, backend="numpy", memory=1 << 34)  # fits: no error
+    with pytest.raises(PlanError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.1 MiB \(eigh\)"):
+        Plan(config, memory=1 << 20)
+    Plan(config, memory=1 << 34)  # fits: no error
 
 
 def test_semantic_check_lists_every_problem():
     config = load_tiny()
     exp = config["experiments"]["tiny"]
-    exp["m_te"] = [8, 8, 2048]
+    exp["m_te"] = [8, 2048]
     exp["t"] = {"min": 10.0, "max": 10.0, "num": 5}
     with pytest.raises(ConfigError) as err:
-        check(config)
+        _validated(config)
     message = str(err.value)
-    assert "m_te: every teacher size must be smaller than m_st = 1024; got [2048]" in message
-    assert "distinct" in message
+    assert "experiments.tiny.m_te: every teacher size must be smaller than m_st = 1024; got [2048]" in message
     assert "experiments.tiny.t: need 0 < min < max" in message
 
 
+def test_defaults_are_filled_from_the_schema_and_the_library():
+    from rfw2s.krylov import LANCZOS_DEFAULTS
+    from rfw2s.sample import DEFAULT_STEP_FRACTION
+
+    config = _validated({"experiments": {"a": {"model": "linear_spiked", "m_st": 64, "m_te": [4], "replicates": 1,
+                                               "seed": 0, "t": {"min": 1, "max": 10, "num": 3},
+                                               "validation": {"convergence_m_st": [16], "sampled": {
+                                                   "m_st": 16, "runs": 2, "batch": 8, "t_max": 1.0, "points": 2}}}}})
+    assert config["lanczos"] == LANCZOS_DEFAULTS and config["solver"] == "lanczos" and config["backend"] == "auto"
+    assert config["plot"] == {"dpi": 150, "spread": "range"}
+    exp = config["experiments"]["a"]
+    assert exp["validation"]["sampled"]["step_fraction"] == DEFAULT_STEP_FRACTION
+    assert exp["dim_exponent"] == 1.5 and exp["target"] == "first" and exp["gpu_only"] is False
+
+
 def test_yaml_exponent_strings_are_read_as_numbers():
-    config = {"experiments": {"a": {"t": {"min": "1.0e2", "max": "1e8", "num": 3}}}}
+    config = {"experiments": {"a": {"t": {"min": "1.0e2", "max": "1e8", "num": 3}}}, "lanczos": {"tol": "1.0e-12"}}
     normalize(config)
     assert config["experiments"]["a"]["t"] == {"min": 100.0, "max": 1e8, "num": 3}
+    assert config["lanczos"]["tol"] == "1.0e-12"  # a signed exponent: PyYAML reads it as a number itself
     config = {"experiments": {"a": {"t": {"min": "soon", "max": 1.0, "num": 3}}}}
     assert normalize(config)["experiments"]["a"]["t"]["min"] == "soon"  # left for the schema
 
 
+def _plan(experiments, memory=1 << 40, backend="numpy", **settings):
+    from steps import plan_of
+
+    return plan_of(experiments, backend=backend, memory=memory, **settings)
+
+
 def test_a_student_width_listed_twice_trains_each_teacher_once():
-    from rfw2s.config import student_groups
-
     exp = load_tiny()["experiments"]["tiny"]
-    groups = student_groups(exp, [256, 1024, 256])
-    assert [sorted(t) for _, t in groups.values()] == [sorted(exp["m_te"])] * 2
+    plan = _plan({"tiny": exp})
+    for key in plan.experiments["tiny"].convergence:
+        assert sorted(plan.step("curves", key).recipe["m_te"]) == sorted(exp["m_te"])
+    assert len(plan.experiments["tiny"].convergence) == 2  # 256 (twice in the validation) and 1024
 
 
-@pytest.mark.parametrize("settings, backend, memory, how", [
-    ({}, "numpy", 1 << 40, "built"),  # d = 16: building costs less than writing and reading
-    ({}, "cupy", 1 << 40, "built"),  # a GPU builds it in the curve job
-    ({"kernel_cache": "always"}, "cupy", 1 << 40, "dense"),
-    ({"kernel_cache": "always"}, "numpy", 1 << 40, "dense"),
-    ({}, "numpy", 8 * 1024**2, "matrix_free"),  # the kernel would take all the memory
-    ({"matrix_free": "always"}, "numpy", 1 << 40, "matrix_free"),
+@pytest.mark.parametrize("settings, backend, memory, operator", [
+    ({}, "numpy", 1 << 40, "stored"),  # d = 16: building costs less than writing and reading
+    ({}, "cupy", 1 << 40, "stored"),  # a GPU builds it in the curve job
+    ({"kernel_cache": "always"}, "cupy", 1 << 40, "cached"),
+    ({"kernel_cache": "always"}, "numpy", 1 << 40, "cached"),
+    ({}, "numpy", 8 * 1024**2, "tiled"),  # the kernel would take all the memory
+    ({"matrix_free": "always"}, "numpy", 1 << 40, "tiled"),
     ({"solver": "eigh", "kernel_cache": "never"}, "numpy", 1 << 40, "eigh"),
 ])
-def test_how_the_curve_job_reaches_the_kernel(settings, backend, memory, how):
-    from rfw2s.config import operator, solver_settings, student
+def test_how_the_curve_job_reaches_the_kernel(settings, backend, memory, operator):
+    from rfw2s.plan import Student, choose_operator
 
-    s = student(load_tiny()["experiments"]["tiny"], 8, 1024)
-    assert operator(s, solver_settings(settings), memory, backend) == how
+    config = _validated({**load_tiny(), **settings})
+    s = Student({"name": "relu_sphere", "d": 16}, 1024, 0)
+    assert choose_operator(s, {k: config[k] for k in ("solver", "matrix_free", "kernel_cache")}, memory,
+                           backend) == operator
 
 
-@pytest.mark.parametrize("m_te, backend, how, kernel_job", [
-    (64, "numpy", "built", "matrix_free"),  # d = 512: the kernel function and memory dominate
-    (128, "numpy", "dense", "built"),  # d = 1448: the product dominates; cached, built whole (syrk)
-    (128, "cupy", "built", "built"),
+@pytest.mark.parametrize("m_te, backend, operator, kernel_job", [
+    (64, "numpy", "stored", "tiles"),  # d = 512: the kernel function and memory dominate
+    (128, "numpy", "cached", "whole"),  # d = 1448: the product dominates; cached, built whole (syrk)
+    (128, "cupy", "stored", "whole"),
 ])
-def test_the_cpu_caches_a_kernel_where_its_product_dominates(m_te, backend, how, kernel_job):
-    from rfw2s.config import PRODUCT_BOUND_DIM, kernel_job_layout, operator, solver_settings, student
+def test_the_cpu_caches_a_kernel_where_its_product_dominates(m_te, backend, operator, kernel_job):
+    from rfw2s.curves import PRODUCT_BOUND_DIM
+    from rfw2s.plan import kernel_job_layout
 
-    exp = load_tiny()["experiments"]["tiny_model23"]
-    s = student(exp, m_te, 1024)
-    assert (s.spec["d"] >= PRODUCT_BOUND_DIM) == (kernel_job == "built")
-    assert operator(s, solver_settings({}), 1 << 40, backend) == how
-    assert kernel_job_layout(s.spec["d"]) == kernel_job
+    exp = dict(load_tiny()["experiments"]["tiny_model23"], m_te=[m_te])
+    plan = _plan({"x": exp}, backend=backend)
+    (key,) = plan.experiments["x"].curves
+    recipe = plan.step("curves", key).recipe
+    assert (recipe["model"]["d"] >= PRODUCT_BOUND_DIM) == (kernel_job == "whole")
+    assert recipe["operator"] == operator and kernel_job_layout(recipe["model"]["d"]) == kernel_job
+    assert ("kernel" in recipe) == (operator == "cached")
 
 
-def test_curve_jobs_are_shared_only_between_experiments_with_as_many_replicates():
-    from rfw2s.config import curve_jobs, owners
+def test_shared_steps_are_named_by_what_determines_them_whatever_the_order():
+    tiny = load_tiny()["experiments"]["tiny"]
+    same, more, later = copy.deepcopy(tiny), copy.deepcopy(tiny), copy.deepcopy(tiny)
+    more["replicates"] = tiny["replicates"] + 1  # a curve job holds every replicate of its width
+    later["t"]["max"] = 1e9
+    first = _plan({"tiny": tiny, "same": same, "more": more, "later": later})
+    reordered = _plan({"later": later, "more": more, "same": same, "tiny": tiny})
+    for plan in (first, reordered):
+        e = plan.experiments
+        assert e["tiny"].curves == e["same"].curves
+        assert not set(e["more"].curves) & set(e["tiny"].curves) and not set(e["later"].curves) & set(e["tiny"].curves)
+        assert e["tiny"].teachers == e["same"].teachers == e["more"].teachers == e["later"].teachers
+    assert {n: e.curves for n, e in first.experiments.items()} == {n: e.curves for n, e in reordered.experiments.items()}
+    # Each key is the hash of its recipe: a step's recipe changes its name, nothing else does.
+    alone = _plan({"tiny": tiny})
+    assert alone.experiments["tiny"].curves == first.experiments["tiny"].curves
+    assert all(k.startswith("relu_sphere-d16-m") for k in first.steps["curves"])
+
+
+def test_the_key_changes_with_the_code_version_of_the_step():
+    import rfw2s.plan as plan_module
 
     tiny = load_tiny()["experiments"]["tiny"]
-    same, more = copy.deepcopy(tiny), copy.deepcopy(tiny)
-    more["replicates"] = tiny["replicates"] + 1  # a curve job holds every replicate of its width
-    experiments = {"tiny": tiny, "same": same, "more": more}
-    teacher_owner, curve_owner = owners(experiments, curve_jobs(experiments))
-    assert {teacher_owner[(name, m)] for name in experiments for m in tiny["m_te"]} == {"tiny"}
-    assert {owner for (name, _), owner in curve_owner.items() if name != "more"} == {"tiny"}
-    assert {owner for (name, _), owner in curve_owner.items() if name == "more"} == {"more"}
+    before = _plan({"tiny": tiny}, kernel_cache="always")
+    keys = {kind: set(before.steps[kind]) for kind in ("teachers", "kernel", "curves")}
+    for name, changed in (("KERNEL_VERSION", {"kernel", "curves"}), ("TEACHERS_VERSION", {"teachers", "curves"}),
+                          ("CURVES_VERSION", {"curves"})):
+        original = getattr(plan_module, name)
+        setattr(plan_module, name, original + "-next")
+        try:
+            after = _plan({"tiny": tiny}, kernel_cache="always")
+        finally:
+            setattr(plan_module, name, original)
+        for kind, old in keys.items():
+            assert (set(after.steps[kind]) != old) == (kind in changed), (name, kind)

@@ -9,7 +9,6 @@ installed the same source must also compile for the GPU. (The whole CuPy path, t
 kernel within it, is compared with NumPy in test_models.py and test_krylov.py: on the real
 CuPy where there is a GPU, else on the emulation.)
 """
-import importlib
 import shutil
 import subprocess
 
@@ -18,9 +17,8 @@ import pytest
 
 import emulated_cupy
 from conftest import NEEDS_COMPILER
-from rfw2s.models.relu_sphere import kappa, kappa_product_source
-
-relu_module = importlib.import_module("rfw2s.models.relu_sphere")  # the package exports a function of that name
+from rfw2s.models.relu import kernel as relu_module
+from rfw2s.models.relu.kernel import kappa, kappa_product_source
 
 
 @pytest.fixture

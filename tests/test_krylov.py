@@ -9,9 +9,10 @@ from rfw2s.krylov import lanczos_curves
 from rfw2s.models import relu_sphere
 from rfw2s.seeding import seed_sequence
 from rfw2s.solve import SolverError, fit_teacher, symmetric_eigh
+from rfw2s.spectral import GradientFlow
 
 MODEL = relu_sphere(32)
-TS = np.geomspace(1e2, 1e10, 120)
+TS = GradientFlow(np.geomspace(1e2, 1e10, 120))
 
 
 def _problem(M, sizes=(16, 64, 256), model=MODEL):
@@ -26,19 +27,20 @@ def _problem(M, sizes=(16, 64, 256), model=MODEL):
 @pytest.mark.parametrize("M", [512, 1024])
 def test_lanczos_agrees_with_eigh_to_1e_10(M, backend):
     W, teachers = _problem(M)
-    dense = exact_curves(MODEL, W, teachers, TS, solver="eigh", backend=backend)
-    stored = exact_curves(MODEL, W, teachers, TS, backend=backend, gram=MODEL.gram(W, W))
-    free = exact_curves(MODEL, W, teachers, TS, backend=backend)
-    assert stored.converged and stored.achieved_tol <= 1e-10 and stored.solver == "lanczos"
-    assert free.solver == "lanczos-matrix-free" and free.steps == stored.steps
-    for result in (stored, free):
+    dense = exact_curves(MODEL, W, teachers, TS, operator="eigh", backend=backend)
+    cached = exact_curves(MODEL, W, teachers, TS, operator="cached", backend=backend, kernel=MODEL.gram(W, W))
+    stored = exact_curves(MODEL, W, teachers, TS, operator="stored", backend=backend)
+    free = exact_curves(MODEL, W, teachers, TS, operator="tiled", backend=backend)
+    assert cached.converged and cached.achieved_tol <= 1e-10 and cached.solver == "lanczos"
+    assert free.solver == "lanczos-matrix-free" and free.steps == cached.steps == stored.steps
+    for result in (cached, stored, free):
         assert np.max(np.abs(result.losses / dense.losses - 1)) < 1e-10
 
 
 def test_a_step_budget_too_small_is_reported_not_hidden():
     W, teachers = _problem(512)
     G = MODEL.gram(W, W)
-    result = exact_curves(MODEL, W, teachers, TS, gram=G, tol=1e-13, max_steps=30)
+    result = exact_curves(MODEL, W, teachers, TS, operator="cached", kernel=G, lanczos={"tol": 1e-13, "max_steps": 30})
     assert not result.converged and result.achieved_tol > 1e-13 and result.steps == 30
     assert np.all(np.isfinite(result.losses))
 
@@ -47,8 +49,8 @@ def test_breakdown_on_a_low_rank_kernel_is_exact():
     # 40 distinct features repeated: H has rank 40, the Krylov space closes before 200 steps.
     W, teachers = _problem(40, sizes=(4, 8))
     W = np.vstack([W] * 5)
-    dense = exact_curves(MODEL, W, teachers, TS, solver="eigh")
-    lanczos = exact_curves(MODEL, W, teachers, TS, gram=MODEL.gram(W, W), max_steps=200)
+    dense = exact_curves(MODEL, W, teachers, TS, operator="eigh")
+    lanczos = exact_curves(MODEL, W, teachers, TS, operator="stored", lanczos={"max_steps": 200})
     assert lanczos.converged
     assert np.max(np.abs(lanczos.losses / dense.losses - 1)) < 1e-10
 
@@ -73,15 +75,16 @@ def test_a_non_finite_product_stops_lanczos_with_the_size_and_backend(backend):
     W, teachers = _problem(64, sizes=(4,))
     c = be.asarray(np.stack([MODEL.gram(W, U) @ coef for U, coef in teachers], axis=1))
     with pytest.raises(SolverError, match=rf"non-finite coefficients at step 1 \(M = 64, backend {backend}\)"):
-        lanczos_curves(lambda X: X * np.nan, 64, c, be.asarray(MODEL.target_moments(W)), MODEL.target_norm2, TS)
+        lanczos_curves(lambda X: X * np.nan, 64, c, be.asarray(MODEL.target_moments(W)), MODEL.target_norm2,
+                       TS)
 
 
 def test_a_teacher_given_twice_gives_its_curve_twice():
     # The block [c, c, m] has rank 2: the repeated direction is dropped, not divided by ~0.
     W, teachers = _problem(512, sizes=(16, 64))
     G = MODEL.gram(W, W)
-    once = exact_curves(MODEL, W, teachers, TS, gram=G)
-    twice = exact_curves(MODEL, W, [teachers[0], teachers[0], teachers[1]], TS, gram=G)
+    once = exact_curves(MODEL, W, teachers, TS, operator="cached", kernel=G)
+    twice = exact_curves(MODEL, W, [teachers[0], teachers[0], teachers[1]], TS, operator="cached", kernel=G)
     assert twice.converged and np.all(np.isfinite(twice.losses))
     np.testing.assert_allclose(twice.losses, once.losses[[0, 0, 1]], rtol=1e-10, atol=0)
 
@@ -100,10 +103,12 @@ def test_lanczos_needs_only_products_with_h():
     assert len(calls) == result.steps and all(shape == (256, 2) for shape in calls)  # the block [c, m]
 
 
-def test_unknown_solver_is_refused():
+def test_unknown_operator_or_a_kernel_without_its_operator_is_refused():
     W, teachers = _problem(64, sizes=(4,))
-    with pytest.raises(ValueError, match="solver must be one of"):
-        exact_curves(MODEL, W, teachers, TS, solver="cholesky")
+    with pytest.raises(ValueError, match="operator must be one of"):
+        exact_curves(MODEL, W, teachers, TS, operator="cholesky")
+    with pytest.raises(ValueError, match="with operator 'cached', and only then"):
+        exact_curves(MODEL, W, teachers, TS, operator="tiled", kernel=MODEL.gram(W, W))
 
 
 @pytest.mark.parametrize("M", [37, 512, 1100])

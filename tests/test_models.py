@@ -1,6 +1,4 @@
 """Model 2.2 closed forms against Monte Carlo estimates and exact special values."""
-import importlib
-
 import numpy as np
 import pytest
 
@@ -8,7 +6,8 @@ from rfw2s.models import make_model, relu_sphere
 from rfw2s.backend import as_backend, to_numpy
 from rfw2s import curves
 from rfw2s.curves import gram_matrix, gram_tiles
-from rfw2s.models.relu_sphere import kappa, kappa_into
+from rfw2s.models.relu import kernel as relu_kernel
+from rfw2s.models.relu.kernel import kappa, kappa_into
 from rfw2s.seeding import seed_sequence
 
 
@@ -59,7 +58,7 @@ def test_fused_kappa_matches_40_digit_values():
 
 
 def test_kappa_on_several_threads_is_kappa_on_one(monkeypatch, rng):
-    module = importlib.import_module("rfw2s.models.relu_sphere")  # the package exports a function of that name
+    module = relu_kernel
     rho = rng.uniform(-1, 1, 5 * module._CHUNK + 7)  # uneven shares, a short last chunk
     results = {}
     for threads in ("1", "3"):
@@ -119,6 +118,21 @@ def test_default_beta_is_first_basis_vector_and_draws_are_unit_rows():
 def test_bad_model_parameters_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         relu_sphere(**kwargs)
+
+
+def test_every_model_module_is_reached_by_its_import_path():
+    # No name the package exports hides one of its modules (the constructor relu_sphere is
+    # a function; the module of the model is rfw2s.models.relu).
+    import importlib
+    import pkgutil
+    import types
+
+    import rfw2s.models as models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        module = importlib.import_module(f"rfw2s.models.{info.name}")
+        assert isinstance(module, types.ModuleType) and getattr(models, info.name) is module, info.name
+    assert models.relu_sphere(4).d == 4 and models.model_module("relu_sphere") is models.relu
 
 
 def test_unknown_model_lists_available():

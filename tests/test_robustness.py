@@ -2,7 +2,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -10,7 +9,7 @@ import pandas as pd
 import pytest
 
 from rfw2s.artifacts import DamagedArtifact, load_npy, npy_rows, save_npy
-from workflow_helpers import REPO, write_config
+from workflow_helpers import command, environment, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -22,18 +21,9 @@ SMALL = {"backend": "numpy", "plot": {"dpi": 40}, "kernel_cache": "always",
 TABLES = ("losses", "summary", "fit")
 
 
-def _command(workdir, configfile, cores=2):
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(configfile), "--cores", str(cores), "--resources", "gpu=1"]
-
-
 def _run(workdir, config, cores=2, check=True):
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(_command(workdir, write_config(workdir, config), cores), capture_output=True, text=True,
-                          timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return snakemake(workdir, write_config(workdir, config), cores=cores, check=check)
 
 
 def _tables(workdir):
@@ -68,11 +58,11 @@ def test_killed_during_an_eigendecomposition_then_rerun_gives_the_uninterrupted_
     work = tmp_path / "killed"
     work.mkdir()
     configfile = write_config(work, config)
-    proc = subprocess.Popen(_command(work, configfile, cores=1), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command(work, configfile, cores=1), stdout=subprocess.DEVNULL, env=environment(),
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     logs = work / "results" / "cache"
-    while time.time() < deadline and not any("eigh:" in p.read_text() for p in logs.rglob("eigh_r*.log")):
+    while time.time() < deadline and not any("eigh:" in p.read_text() for p in (logs / "eigh").rglob("r*.log")):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the running eigh job, mid-way
     proc.wait()
@@ -81,10 +71,8 @@ def test_killed_during_an_eigendecomposition_then_rerun_gives_the_uninterrupted_
     for npy in logs.rglob("*.npy"):
         load_npy(npy)
     # The README's recovery: unlock, then rerun (jobs Snakemake saw start but not finish are redone).
-    subprocess.run(_command(work, configfile) + ["--unlock"], capture_output=True, check=True)
-    proc = subprocess.run(_command(work, configfile) + ["--rerun-incomplete"], capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    snakemake(work, configfile, "--unlock")
+    snakemake(work, configfile, "--rerun-incomplete")
     _assert_identical(_tables(dense), _tables(work))
 
 
@@ -98,7 +86,7 @@ def test_a_truncated_cached_matrix_is_refused_with_how_to_rebuild_it(reference, 
         fh.truncate(gram.stat().st_size // 2)
     proc = _run(work, SMALL, check=False)
     assert proc.returncode != 0
-    log = "".join(p.read_text() for p in (work / "results" / "small" / "logs" / "curves").glob("*.log"))
+    log = "".join(p.read_text() for p in (work / "results" / "cache" / "curves").rglob("*.log"))
     assert f"rm {gram.relative_to(work)}" in log and "run snakemake again to rebuild it" in log
 
 
@@ -133,10 +121,13 @@ def test_kernel_job_refuses_when_the_disk_cannot_hold_the_matrix(tmp_path, monke
     import shutil
 
     from rfw2s import cli, resources
+    from steps import plan_of
 
+    plan = plan_of({"x": {"model": "relu_sphere", "d": 3, "m_st": 4, "m_te": [2], "replicates": 1, "seed": 0,
+                          "t": {"min": 1.0, "max": 10.0, "num": 3}}}, kernel_cache="always")
+    (kernel,) = plan.steps["kernel"].values()
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(resources.shutil, "disk_usage", lambda p: usage._replace(free=100))
     with pytest.raises(resources.InsufficientResources, match=r"kernel matrix needs 256.0 B of disk .* 100.0 B"):
-        cli.main(["kernel", "--model", '{"name": "relu_sphere", "d": 3}', "--backend", "numpy",
-                  "--seed", "0", "--m-st", "4", "--replicate", "0", "--out", str(tmp_path / "gram.npy")])
+        cli.main(["kernel", "--recipe", kernel.recipe_json(), "--replicate", "0", "--out", str(tmp_path / "gram.npy")])
     assert not (tmp_path / "gram.npy").exists()

@@ -1,12 +1,12 @@
-"""Teacher fit and exact finite-width student: SPEC section 2 identities, and agreement
-with independent computations (direct gradient-flow integration, explicit projection)."""
+"""Teacher fit and exact finite-width student: the identities of gradient flow from zero,
+and agreement with independent computations (direct integration, explicit projection)."""
 import numpy as np
 import pytest
 
 from rfw2s.models import relu_sphere
 from rfw2s.seeding import seed_sequence
-from rfw2s.solve import (fit_teacher, growth, losses_from_spectrum, student_losses,
-                         student_spectrum)
+from rfw2s.solve import fit_teacher, losses_from_spectrum, student_losses, student_spectrum
+from rfw2s.spectral import GradientFlow
 
 MODEL = relu_sphere(6)
 
@@ -105,19 +105,25 @@ def test_all_teachers_of_a_draw_in_one_pass_equal_one_at_a_time():
     fits = [(U, fit_teacher(MODEL, U)) for U in (_draw("teacher", 4), _draw("teacher", 9))]
     C = np.stack([MODEL.gram(W, U) @ f.coef for U, f in fits], axis=1)
     m, F = MODEL.target_moments(W), MODEL.target_norm2
-    batched = losses_from_spectrum(lam, V, C, m, F, ts)
+    batched = losses_from_spectrum(lam, V, C, m, F, GradientFlow(ts))
     for j in range(len(fits)):
-        assert np.allclose(batched[j], losses_from_spectrum(lam, V, C[:, j], m, F, ts), rtol=1e-14)
+        assert np.allclose(batched[j], losses_from_spectrum(lam, V, C[:, j], m, F, GradientFlow(ts)), rtol=1e-14)
 
 
-def test_growth_function_limits():
+def test_gradient_flow_filter_limits():
     lam = np.array([0.0, 1e-3, 1.0])
-    g = growth([0.0, 10.0, np.inf], lam)
+    flow = GradientFlow([0.0, 10.0, np.inf])
+    g = flow(lam)
     assert np.all(g[0] == 0)
     assert g[1, 0] == 10.0 and g[1, 2] == pytest.approx(1 - np.exp(-10))
     assert g[2].tolist() == [0.0, pytest.approx(1e3), 1.0]
+    # Progress is lam * phi(lam): nothing learnt at t = 0 or on a zero mode, all at t = inf.
+    e = flow.progress(lam)
+    assert e[0].tolist() == [0.0, 0.0, 0.0] and e[2].tolist() == [0.0, 1.0, 1.0]
+    assert np.allclose(e[1], lam * g[1], rtol=1e-15)
+    assert np.all(flow.progress_bound(lam) >= e)
     with pytest.raises(ValueError, match="non-negative"):
-        growth([-1.0], lam)
+        GradientFlow([-1.0])
 
 
 def test_numpy_and_cupy_agree(cupy_backend):

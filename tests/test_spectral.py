@@ -1,12 +1,12 @@
-"""Spectral identities of SPEC section 3 and the closed-form ReLU coefficients."""
+"""Spectral identities of the ReLU kernel on the sphere and its closed-form coefficients."""
 import mpmath
 import numpy as np
 import pytest
 
 from rfw2s.models import relu_sphere
-from rfw2s.models.relu_sphere import kappa
-from rfw2s.spectral import (gegenbauer, harmonic_dimension, kappa_series, relu_coefficients,
-                            relu_eigenvalues)
+from rfw2s.models.relu.kernel import kappa
+from rfw2s.models.relu.spectrum import (gegenbauer, harmonic_dimension, kappa_series, relu_coefficients,
+                                        relu_eigenvalues)
 
 
 def _c_k_reference(d, k, dps=40):
@@ -34,7 +34,7 @@ def test_relu_coefficients_match_high_precision_quadrature(d):
         assert c[k] == pytest.approx(ref, rel=1e-10, abs=0), (d, k)
 
 
-def test_first_eigenvalues_for_d32_match_spec():
+def test_first_eigenvalues_for_d32():
     d = 32
     lam = relu_eigenvalues(d, 9)
     assert lam[1] == pytest.approx(1 / (4 * d * d), rel=1e-14)

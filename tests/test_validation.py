@@ -7,8 +7,9 @@ import pytest
 from rfw2s.models import relu_sphere
 from rfw2s.sample import largest_stable_step, train_student
 from rfw2s.seeding import seed_sequence
+from rfw2s.models.relu.spectrum import TruncationError, relu_infinite_width
 from rfw2s.solve import fit_teacher, student_losses
-from rfw2s.spectral import TruncationError, relu_infinite_width, student_losses_infinite
+from rfw2s.spectral import GradientFlow, student_losses_infinite
 from rfw2s.validation import convergence_table, disagreements
 
 MODEL = relu_sphere(8)
@@ -83,7 +84,7 @@ def test_whole_curves_converge_too():
 
 def test_infinite_width_matches_its_truncation_control_and_limits():
     U, fit = _teacher(16)
-    ts = np.array([0.0, 1e2, 1e4, 1e8])
+    ts = GradientFlow([0.0, 1e2, 1e4, 1e8])
     curve = relu_infinite_width(MODEL, U, fit.coef, ts)
     assert curve.losses[0] == pytest.approx(MODEL.target_norm2, rel=1e-14)  # L(0) = F
     assert np.all(curve.error_bound <= 1e-10 * curve.losses)
@@ -91,13 +92,14 @@ def test_infinite_width_matches_its_truncation_control_and_limits():
     wider = relu_infinite_width(MODEL, U, fit.coef, ts, K=4 * curve.degree)
     assert np.all(np.abs(wider.losses - curve.losses) <= curve.error_bound + 1e-15 * curve.losses)
     # t -> inf: the student becomes the teacher's function, so L -> L_TE.
-    assert relu_infinite_width(MODEL, U, fit.coef, [1e30]).losses[0] == pytest.approx(fit.loss, rel=1e-6)
+    assert relu_infinite_width(MODEL, U, fit.coef, GradientFlow([1e30])).losses[0] == pytest.approx(fit.loss,
+                                                                                                 rel=1e-6)
 
 
 def test_too_low_truncation_degree_is_reported_not_used():
     U, fit = _teacher(16, model=relu_sphere(3))
     with pytest.raises(TruncationError, match="degree 4 leaves a relative error"):
-        relu_infinite_width(relu_sphere(3), U, fit.coef, [1e6], K=4)
+        relu_infinite_width(relu_sphere(3), U, fit.coef, GradientFlow([1e6]), K=4)
 
 
 def test_disagreement_table_flags_a_wrong_curve():

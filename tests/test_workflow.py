@@ -37,7 +37,7 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     assert np.allclose(losses["ratio"], losses["L_ST"] / losses["L_TE"])
     # Default solver: Lanczos (on kernels built in the curve jobs: d = 16), converged to 1e-10.
     assert set(losses["solver"]) == {"lanczos"} and (losses["achieved_tol"] <= 1e-10).all()
-    assert (losses["steps"] >= 20).all()
+    assert (losses["lanczos_steps"] >= 20).all()
     assert np.allclose(np.sort(losses["t"].unique()), np.geomspace(exp["t"]["min"], exp["t"]["max"], n_t))
     assert losses.sort_values(["replicate", "m_te", "t"]).index.tolist() == list(range(len(losses)))
 
@@ -52,20 +52,43 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     assert list(fit.columns) == FIT_COLUMNS
     assert fit["scope"].tolist() == (["all"] + ["replicate"] * reps) * 2
     assert fit["width"].tolist() == ["finite"] * (reps + 1) + ["infinite"] * (reps + 1)
-    assert np.isfinite(fit["exponent"]).all()
+    assert np.isfinite(fit["exponent"]).all() and set(fit["m_st"]) == {exp["m_st"]}
 
-    key = f"relu_sphere-d{exp['d']}-m{exp['m_st']}-seed{exp['seed']}"
-    meta = read_metadata(out / "curves" / f"{key}.parquet")
-    assert meta["backend"] == "numpy" and "numpy" in meta["versions"] and meta["solver_version"]
-
-    assert (out / "curves" / f"{key}.parquet").stat().st_mode & 0o044  # readable by others
+    # The experiment folder holds only its own tables, figures and validation; its curves
+    # are in the shared cache, named by the student and the hash of their recipe.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["benchmarks", "figures", "logs", "losses.parquet", "summary.parquet", "summary.csv", "fit.parquet",
+         "validation.parquet", "validation_curves.parquet", "validation_convergence.parquet"])
+    (curves,) = (workdir / "results" / "cache" / "curves").glob(f"{_student(exp)}-*/curves.parquet")
+    meta = read_metadata(curves)
+    assert meta["backend"] == "numpy" and "numpy" in meta["versions"]
+    recipe = meta["recipe"]
+    assert recipe["step"] == "curves" and recipe["m_st"] == exp["m_st"] and recipe["m_te"] == exp["m_te"]
+    assert recipe["operator"] == "stored" and recipe["rule"]["grid"] == exp["t"]
+    # The Funk-Hecke degree and its error bound of every infinite-width curve are recorded.
+    truncation = meta["infinite_width_truncation"]
+    assert len(truncation) == reps * len(sizes)
+    assert all(v["degree"] >= 16 and v["relative_error_bound"] <= 1e-10 for v in truncation.values())
+    assert curves.stat().st_mode & 0o044  # readable by others
     # Nothing cached at d = 16: the kernel is built in the curve job, the draws are drawn there.
-    assert not (workdir / "results" / "cache" / key).exists()
+    assert not (workdir / "results" / "cache" / "kernel").exists()
 
     for name in ("fig2a", "fig2b", "validation"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
-    assert (out / "logs" / "curves" / f"{key}.log").read_text().count("backend: numpy") == 1  # one job
+    assert (curves.parent / "curves.log").read_text().count("backend: numpy") == 1  # one job
+
+
+def _student(exp):
+    return f"relu_sphere-d{exp['d']}-m{exp['m_st']}-seed{exp['seed']}"
+
+
+def test_the_tables_are_those_of_the_code_before_the_rework(tiny_run):
+    from reference_tables import differences
+
+    workdir, _, config = tiny_run
+    for name in config["experiments"]:
+        assert differences(workdir / "results", "tiny", name) == [], name
 
 
 def test_validation_table_shows_the_three_computations_agree(tiny_run):
@@ -126,7 +149,7 @@ def test_the_ablation_shares_kernels_teachers_and_curves(tmp_path):
     for rule in ("kernel", "eigh", "teachers", "curves"):
         assert plan_both.get(rule, 0) == plan_alone.get(rule, 0), rule
     assert plan_both["aggregate"] == plan_alone["aggregate"] + 1
-    # Other times: the same kernels, teachers shared, the curves its own.
+    # Other times: the same kernels and teachers shared, the curves its own.
     other_times = copy.deepcopy(both)
     other_times["experiments"]["tiny_ablation"]["t"]["num"] = 30
     plan_other = planned_jobs(tmp_path, write_config(tmp_path, other_times, "other.yaml"))
@@ -161,12 +184,13 @@ def test_a_cached_kernel_or_tiles_give_the_built_kernels_curves(tiny_run, tmp_pa
     built = pd.read_parquet(workdir / "results" / "tiny" / "losses.parquet")
     assert set(ours["solver"]) == {solver} and (ours["achieved_tol"] <= 1e-10).all()
     np.testing.assert_allclose(ours["L_ST"], built["L_ST"], rtol=1e-9, atol=0)  # both within 1e-10
-    cache = tmp_path / "results" / "cache" / f"relu_sphere-d{exp['d']}-m{exp['m_st']}-seed{exp['seed']}"
+    kernels = list((tmp_path / "results" / "cache" / "kernel").glob(f"{_student(exp)}-*"))
+    assert len(kernels) == (1 if cached else 0)
     for r in range(exp["replicates"] if cached else 0):
-        G = np.load(cache / f"gram_r{r}.npy", mmap_mode="r")
+        G = np.load(kernels[0] / f"gram_r{r}.npy", mmap_mode="r")
         assert G.shape == (exp["m_st"], exp["m_st"]) and np.allclose(G, G.T)
-        assert (cache / f"gram_r{r}.npy").stat().st_mode & 0o044  # readable by others
-        assert (cache / "logs" / f"kernel_r{r}.log").read_text().count("backend: numpy") == 1
+        assert (kernels[0] / f"gram_r{r}.npy").stat().st_mode & 0o044  # readable by others
+        assert (kernels[0] / f"r{r}.log").read_text().count("backend: numpy") == 1
 
 
 @pytest.mark.skipif(GPU_MISSING is not None and emulated_cupy.COMPILER is None, reason="no GPU, and no g++ to emulate one")
@@ -187,8 +211,9 @@ def test_the_dag_on_cupy_gives_the_numpy_tables(tiny_run, tmp_path):
         assert len(mine) == len(theirs)
         np.testing.assert_allclose(mine[columns], theirs[columns], rtol=1e-9, atol=0, err_msg=name)
     assert read_metadata(ours / "validation_curves.parquet")["backend"] == "cupy"
-    logs = sorted((ours / "logs" / "curves").glob("*.log"))
-    assert len(logs) == len(list((ours / "curves").glob("*.parquet"))) > 0
+    cache = tmp_path / "results" / "cache" / "curves"
+    logs = sorted(cache.glob("*/curves.log"))
+    assert len(logs) == len(list(cache.glob("*/curves.parquet"))) > 0
     assert all("backend: cupy (requested cupy)" in log.read_text() for log in logs)
 
 
@@ -209,16 +234,14 @@ def _variant(tiny_run, edit):
     return planned_jobs(workdir, write_config(workdir, changed, "variant.yaml"))
 
 
-def test_changing_the_time_grid_reruns_only_curves_tables_and_figures(tiny_run):
+def test_changing_the_time_grid_reruns_only_that_experiments_curves_tables_and_figures(tiny_run):
     exp = tiny_run[2]["experiments"]["tiny"]
     widths = {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
-    n_curves = len(widths)  # one curve job per student width
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["t"].update(num=80))
-    # tiny_ablation read tiny's curves (same times); with the old times kept, it now needs
-    # its own: one per width, and its table and figures follow.
-    n_ablation = len(tiny_run[2]["experiments"]["tiny_ablation"]["m_st"])
-    assert plan == {"curves": n_curves + n_ablation, "aggregate": 2, "figures": 1, "ablation_figures": 1,
-                    "validation": 1, "validation_figure": 1, "all": 1}
+    # tiny_ablation shared tiny's curves (same times): they keep their files, so nothing of
+    # it reruns; tiny gets new curves (one job per student width) under new keys.
+    assert plan == {"curves": len(widths), "aggregate": 1, "figures": 1, "validation": 1, "validation_figure": 1,
+                    "all": 1}
 
 
 def test_changing_a_plot_setting_reruns_only_figures(tiny_run):
@@ -226,15 +249,14 @@ def test_changing_a_plot_setting_reruns_only_figures(tiny_run):
     assert plan == {"figures": 2, "ablation_figures": 1, "validation_figure": 1, "all": 1}
 
 
-def test_adding_a_teacher_size_reuses_every_kernel_and_eigendecomposition(tiny_run):
+def test_adding_a_teacher_size_leaves_the_other_experiments_alone(tiny_run):
     exp = tiny_run[2]["experiments"]["tiny"]
     reps, widths = exp["replicates"], {exp["m_st"]} | set(exp["validation"]["convergence_m_st"])
     plan = _variant(tiny_run, lambda c: c["experiments"]["tiny"]["m_te"].append(64))
-    # tiny_ablation keeps its three teachers (still tiny's files) but no longer shares
-    # tiny's curve jobs, which now serve four: its own, one per width.
-    n_ablation = len(tiny_run[2]["experiments"]["tiny_ablation"]["m_st"])
-    assert plan == {"teachers": reps, "curves": len(widths) + n_ablation, "aggregate": 2, "figures": 1,
-                    "ablation_figures": 1, "validation": 1, "validation_figure": 1, "all": 1}
+    # tiny's teachers are a new set (one job per replicate, every size), so are its curves
+    # (one job per width); tiny_ablation keeps the files it shared with tiny.
+    assert plan == {"teachers": reps, "curves": len(widths), "aggregate": 1, "figures": 1, "validation": 1,
+                    "validation_figure": 1, "all": 1}
 
 
 def test_summary_command_prints_the_table_for_a_person(tiny_run):
@@ -252,7 +274,8 @@ def test_summary_command_prints_the_table_for_a_person(tiny_run):
 def test_html_report_holds_every_figure_and_the_summary_tables(tiny_run):
     workdir, configfile, config = tiny_run
     report = workdir / "results" / "report.html"
-    snakemake(workdir, configfile, "--report", str(report))
+    proc = snakemake(workdir, configfile, "--report", str(report))
+    assert "Undefined substitution" not in proc.stdout + proc.stderr  # captions are valid reStructuredText
     html = report.read_text(errors="replace")
     assert len(html) > 100_000  # self-contained: the figures are embedded
     for name, exp in config["experiments"].items():
@@ -275,3 +298,15 @@ def test_slurm_profile_dry_run_requests_gpus_and_size_derived_memory(tmp_path):
     assert heavy and all("gpu=1" in res and "cpus_per_task=8" in res for res in heavy)
     mem = {int(m) for res in heavy for m in re.findall(r"mem_mb=(\d+)", res)}
     assert len(mem) > 1  # derived from each student's size, not one default
+
+
+def test_a_partial_run_names_its_report_command_and_that_command_works(tmp_path):
+    config = write_config(tmp_path, load_tiny())
+    proc = snakemake(tmp_path, config, "tiny_model23")
+    command = "snakemake tiny_model23 --report results/report.html"
+    assert f"HTML report of what this run made: {command}" in proc.stdout + proc.stderr
+    # The whole config's report needs every experiment; the one named works now.
+    assert snakemake(tmp_path, config, "--report", "results/report.html", check=False).returncode != 0
+    snakemake(tmp_path, config, *command.split()[1:])
+    html = (tmp_path / "results" / "report.html").read_text(errors="replace")
+    assert "results/tiny_model23/figures/fig2a.png" in html and "results/tiny/" not in html

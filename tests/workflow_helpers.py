@@ -23,15 +23,24 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
     return path
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True,
-              env: dict | None = None) -> subprocess.CompletedProcess:
+def command(workdir: Path, configfile: Path, *args: str, cores: int = 2) -> list[str]:
+    """``snakemake`` on the repository's Snakefile in ``workdir`` with ``configfile``."""
+    # The other arguments come first: a target after --resources would be read as a resource.
+    return [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(configfile), "--cores", str(cores), "--resources", "gpu=1"]
+
+
+def environment(env: dict | None = None) -> dict:
+    """This process's environment with a bare system PATH (no venv on it: the jobs' `python3`
+    must still be this interpreter, which the workflow puts first), plus ``env``."""
+    return {**os.environ, "PATH": os.defpath, **(env or {})}
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, env: dict | None = None,
+              cores: int = 2) -> subprocess.CompletedProcess:
     """``env``: variables added to this process's environment."""
-    # A bare system PATH, no venv on it: the jobs' `python3` must still be this interpreter
-    # (the workflow puts its folder first), not the system's.
-    env = {**os.environ, "PATH": os.defpath, **(env or {})}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", "--resources", "gpu=1", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(command(workdir, configfile, *args, cores=cores), capture_output=True, text=True,
+                          env=environment(env), timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

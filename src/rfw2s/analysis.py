@@ -1,17 +1,39 @@
-"""Tables from loss curves: the best early-stopped student per teacher, and the
-log-log exponent of ``min_t L_ST`` against ``L_TE`` (SPEC section 6), for the finite
-width and, where the model has one, the exact infinite-width solution."""
+"""Tables: one student draw's loss curves as rows, the best early-stopped student per
+teacher, and the log-log exponent of ``min_t L_ST`` against ``L_TE`` (``numpy.polyfit``, as
+the paper does), for the finite width and, where the model has one, the exact
+infinite-width solution."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+# Bump when a change alters the numbers of the experiment tables (summary, fit).
+TABLES_VERSION = "1"
+
 LOSS_COLUMNS = ["replicate", "m_te", "m_st", "d", "t", "L_TE", "L_ST", "ratio", "L_ST_inf", "ratio_inf",
-                "solver", "steps", "achieved_tol"]
+                "solver", "lanczos_steps", "achieved_tol"]
 SUMMARY_COLUMNS = ["replicate", "m_te", "m_st", "L_TE", "L_ST_min", "t_best", "ratio_best",
                    "L_ST_inf_min", "t_inf_best", "ratio_inf_best"]
 FIT_COLUMNS = ["m_st", "width", "scope", "replicate", "exponent", "exponent_se", "intercept", "n_points"]
 KEYS = ["replicate", "m_te", "m_st"]  # one curve
+
+
+def curve_table(replicate: int, W, teachers, rule, result, infinite) -> pd.DataFrame:
+    """Rows of :data:`LOSS_COLUMNS` for one student draw ``W``: ``result`` are its exact curves
+    (:class:`rfw2s.curves.Curves`) for the ``teachers`` (each ``{"coef", "loss"}``),
+    ``infinite`` the infinite-width curve of each teacher (or ``None`` per teacher where the
+    model has none)."""
+    m_st, d = W.shape
+    grid = rule.grid
+    frames = []
+    for teacher, L_ST, curve in zip(teachers, result.losses, infinite):
+        L_inf = np.full_like(grid, np.nan) if curve is None else curve.losses
+        L_TE = float(teacher["loss"])
+        frames.append(pd.DataFrame({
+            "replicate": replicate, "m_te": int(teacher["coef"].size), "m_st": m_st, "d": d, "t": grid,
+            "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE, "L_ST_inf": L_inf, "ratio_inf": L_inf / L_TE,
+            "solver": result.solver, "lanczos_steps": result.steps, "achieved_tol": result.achieved_tol}))
+    return pd.concat(frames, ignore_index=True)[LOSS_COLUMNS]
 
 
 def sort_losses(losses: pd.DataFrame) -> pd.DataFrame:
@@ -52,18 +74,21 @@ def loglog_fit(L_TE, L_ST_min) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def fit_exponents(summary: pd.DataFrame) -> pd.DataFrame:
+def fit_exponents(summary: pd.DataFrame, per_width: bool) -> pd.DataFrame:
     """The exponent per replicate, and pooled over all replicates with its standard error
     over replicates (std of the per-replicate exponents / sqrt(count)); rows for the finite
     width and for the infinite width (NaN where the model has no infinite-width solution).
 
-    With one student width per teacher (``m_st`` may still vary with ``m_te``, as in Model
-    2.3) there is one set of rows, ``m_st = -1``; an ablation over a grid of widths gets one
-    set per width."""
-    grid = summary.groupby("m_te")["m_st"].nunique().max() > 1
-    parts = summary.groupby("m_st", sort=True) if grid else [(-1, summary)]
-    return pd.concat([_fit_one_width(part).assign(m_st=int(m_st)) for m_st, part in parts],
-                     ignore_index=True)[FIT_COLUMNS]
+    ``per_width`` (an experiment over a list of student widths): one set of rows per width
+    ``m_st``. Otherwise one set over every teacher, whose ``m_st`` is the student width, or
+    missing (``<NA>``) where it varies with the teacher (``m_st: {d_factor: f}``)."""
+    if per_width:
+        parts = list(summary.groupby("m_st", sort=True))
+    else:
+        widths = summary["m_st"].unique()
+        parts = [(widths[0] if len(widths) == 1 else pd.NA, summary)]
+    fit = pd.concat([_fit_one_width(part).assign(m_st=m_st) for m_st, part in parts], ignore_index=True)
+    return fit.astype({"m_st": "Int64"})[FIT_COLUMNS]
 
 
 def _fit_one_width(summary: pd.DataFrame) -> pd.DataFrame:
@@ -83,6 +108,12 @@ def _fit_one_width(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def overall_fit(fit: pd.DataFrame, width: str = "finite", m_st: int = -1) -> pd.Series:
-    """The pooled fit row of one width kind (and student width, for an ablation)."""
-    return fit[(fit["width"] == width) & (fit["scope"] == "all") & (fit["m_st"] == m_st)].iloc[0]
+def overall_fit(fit: pd.DataFrame, width: str = "finite", m_st=None) -> pd.Series:
+    """The pooled fit row of one width kind: of student width ``m_st`` in a per-width fit,
+    else the only one."""
+    rows = fit[(fit["width"] == width) & (fit["scope"] == "all")]
+    if m_st is not None:
+        rows = rows[rows["m_st"] == m_st]
+    if len(rows) != 1:
+        raise ValueError(f"{len(rows)} pooled {width}-width fits; name the student width m_st")
+    return rows.iloc[0]

@@ -1,19 +1,38 @@
-"""Exact finite-width loss curves of every teacher of one student draw, by either exact
-solver: the dense eigendecomposition (:mod:`rfw2s.solve`) or Lanczos quadrature
-(:mod:`rfw2s.krylov`) on a stored kernel or on kernel tiles built on the fly."""
+"""The student's kernel ``H = G_ST / M`` as an operator, and the exact finite-width loss
+curves of every teacher of one student draw through it.
+
+How a curve job reaches ``H`` is one choice, an *operator* (made once by :mod:`rfw2s.plan`):
+
+* ``eigh``: the dense eigendecomposition (:mod:`rfw2s.solve`), the reference;
+* ``cached``: Lanczos quadrature (:mod:`rfw2s.krylov`) on a kernel matrix a kernel job wrote;
+* ``stored``: Lanczos on the kernel built in the job and held in memory (on the CPU as its
+  block rows on and above the diagonal, :class:`UpperPanels`);
+* ``tiled``: Lanczos on kernel tiles rebuilt at every step, never stored (matrix-free).
+"""
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from .backend import array_namespace, as_backend, to_numpy
-from .krylov import lanczos_curves
+from .krylov import LANCZOS_DEFAULTS, lanczos_curves
+from .resources import TILE_ROWS
 from .solve import losses_from_spectrum, student_spectrum
 
-SOLVERS = ("lanczos", "eigh")
-# Rows of H per tile (kernel job, matrix-free mode): memory TILE_ROWS x M, reused.
-TILE_ROWS = 2048
+log = logging.getLogger("rfw2s")
+
+OPERATORS = ("eigh", "cached", "stored", "tiled")
+# The cached files a solve through each operator reads, per student draw.
+OPERATOR_FILES = {"eigh": ("eigvals", "eigvecs"), "cached": ("gram",), "stored": (), "tiled": ()}
+# The solver behind each operator, as the tables' `solver` column names it.
+SOLVER_OF = {"eigh": "eigh", "cached": "lanczos", "stored": "lanczos", "tiled": "lanczos-matrix-free"}
+# Bump when a change alters the numbers of a kernel (gram_matrix, gram_tiles, a model's
+# gram_into) or of the curves (the solvers, the infinite-width series, the curve tables).
+KERNEL_VERSION = "1"
+CURVES_VERSION = "5"
 # From about this feature dimension on, a kernel element's cost is its matrix product
 # (2 d flops), not the kernel function (~40 operations) or its 8 bytes of memory traffic.
 # Measured with OpenBLAS on the 2-core CPU machine: from there on the symmetric product
@@ -56,8 +75,8 @@ def _columns(W):
 
 @dataclass(frozen=True)
 class Curves:
-    losses: np.ndarray  # (n_teachers, len(ts))
-    solver: str  # "eigh", "lanczos" or "lanczos-matrix-free"
+    losses: np.ndarray  # (n_teachers, len(grid))
+    solver: str  # SOLVER_OF[operator]
     steps: int  # Lanczos steps (0 for eigh)
     achieved_tol: float  # Lanczos: max relative change over the last check (NaN for eigh)
     converged: bool
@@ -184,16 +203,20 @@ def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
     return matvec
 
 
-def exact_curves(model, W, teachers, ts, *, solver: str = "lanczos", backend="numpy", spectrum=None,
-                 gram=None, tol: float = 1e-10, max_steps: int = 400) -> Curves:
-    """Loss curves ``L_ST(t)`` of the student ``W`` trained on each teacher ``(U, coef)``.
+def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend="numpy", kernel=None,
+                 spectrum=None, lanczos: dict | None = None) -> Curves:
+    """Loss curves of the student ``W`` trained by ``rule`` (a filter of :mod:`rfw2s.spectral`)
+    on each teacher ``(U, coef)``, through ``operator`` (see the module's docstring).
 
-    ``solver="eigh"`` uses ``spectrum = (lam, V)`` of ``H`` if given (else computes it);
-    ``solver="lanczos"`` uses the stored kernel ``gram`` if given (a matrix or
-    :func:`stored_kernel`'s), else builds ``H`` tile by tile (matrix-free).
+    ``operator="eigh"`` uses ``spectrum = (lam, V)`` of ``H`` if given (else computes it);
+    ``"cached"`` needs ``kernel`` (the matrix a kernel job wrote); ``"stored"`` builds the
+    kernel here (:func:`stored_kernel`); ``"tiled"`` builds tiles at every step. ``lanczos``:
+    ``tol`` and ``max_steps`` of :func:`rfw2s.krylov.lanczos_curves`.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}")
+    if operator not in OPERATORS:
+        raise ValueError(f"operator must be one of {OPERATORS}; got {operator!r}")
+    if (kernel is not None) != (operator == "cached"):
+        raise ValueError("a kernel matrix is given with operator 'cached', and only then")
     be = as_backend(backend)
     M = W.shape[0]
     Wx = be.asarray(W)
@@ -201,15 +224,21 @@ def exact_curves(model, W, teachers, ts, *, solver: str = "lanczos", backend="nu
     m = model.target_moments(Wx)
     F = model.target_norm2
     with be.linalg_guard():
-        if solver == "eigh":
+        if operator == "eigh":
             lam, V = (be.asarray(a) for a in spectrum) if spectrum is not None else student_spectrum(model, Wx,
                                                                                                     backend=be)
-            losses = to_numpy(losses_from_spectrum(lam, V, C, m, F, be.asarray(np.asarray(ts, float))))
-            return Curves(losses, "eigh", 0, float("nan"), True)
-        if gram is None:
+            losses = to_numpy(losses_from_spectrum(lam, V, C, m, F, rule))
+            return Curves(losses, SOLVER_OF[operator], 0, float("nan"), True)
+        if operator == "tiled":
             matvec = tiled_matvec(model, Wx, M)
         else:
-            matvec = dense_matvec(gram if isinstance(gram, UpperPanels) else be.asarray(gram), M)
-        result = lanczos_curves(matvec, M, C, m, F, ts, tol=tol, max_steps=max_steps)
-    name = "lanczos" if gram is not None else "lanczos-matrix-free"
-    return Curves(result.losses, name, result.steps, result.achieved_tol, result.converged)
+            if operator == "stored":
+                start = time.perf_counter()
+                stored = stored_kernel(model, Wx)
+                be.synchronize()
+                log.info("kernel built in memory: M_ST=%d, %.3f s", M, time.perf_counter() - start)
+            else:
+                stored = be.asarray(kernel)
+            matvec = dense_matvec(stored, M)
+        result = lanczos_curves(matvec, M, C, m, F, rule, **{**LANCZOS_DEFAULTS, **(lanczos or {})})
+    return Curves(result.losses, SOLVER_OF[operator], result.steps, result.achieved_tol, result.converged)

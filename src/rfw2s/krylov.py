@@ -1,15 +1,17 @@
 """Exact student loss curves without an eigendecomposition: block Lanczos (Gauss)
-quadrature (SPEC section 7; Golub & Meurant, *Matrices, Moments and Quadrature*, ch. 7).
+quadrature (Golub & Meurant, *Matrices, Moments and Quadrature*, ch. 7).
 
-The loss needs only bilinear forms of functions of ``H = G_ST / M``::
+The loss of a student filtered by ``phi`` (:mod:`rfw2s.spectral`) needs only bilinear forms of
+functions of ``H = G_ST / M``::
 
-    L_ST(t) = F + (1/M) [ c^T f1(H) c - 2 c^T f2(H) m ],  f1 = g_t^2 lam,  f2 = g_t.
+    L_ST = F + (1/M) [ c^T f1(H) c - 2 c^T f2(H) m ],  f1 = phi^2 lam,  f2 = phi.
 
 One block Lanczos process runs on ``X = [c_1 ... c_n, m]`` (every teacher of a draw and the
 target, ``n + 1`` vectors): ``X = Q_1 R``, and ``k`` steps give the block tridiagonal
 ``T_k = S diag(theta) S^T`` (``k (n + 1)`` square), with ``X^T f(H) X ~ R^T E_1^T f(T_k)
 E_1 R``, exact for polynomials of degree ``< 2k``: every ``c_i^T f c_i`` and ``c_i^T f m``
-from one ``T_k``, which every ``t`` reuses. Each step is one product ``H @ Q`` with ``n + 1``
+from one ``T_k``, which every grid value reuses: with ``V = R^T S[:p]`` the Ritz pairs
+``(theta, V)`` play the eigenpairs' part in :func:`rfw2s.spectral.loss_in_eigenbasis`. Each step is one product ``H @ Q`` with ``n + 1``
 columns, the only access to ``H`` (which may be built tile by tile, never stored). Against
 one process per vector with polarisation (``c`` and ``c + m`` per teacher, ``2n + 1``
 vectors), measured on 2 CPU cores at M = 16384, five teachers, ``t`` to 1e10: 60 steps
@@ -23,17 +25,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import array_namespace, to_numpy
-from .solve import SolverError, growth
+from .solve import SolverError
+from .spectral import loss_in_eigenbasis
 
 log = logging.getLogger("rfw2s")
 
 # Steps between convergence checks: the curve at k steps is compared with k - CHECK_EVERY.
 CHECK_EVERY = 10
+# The solver's settings (config keys lanczos.tol and lanczos.max_steps take their defaults
+# from here): stop when the curves change by less than tol (relative, every grid value)
+# over CHECK_EVERY steps, or after max_steps.
+LANCZOS_DEFAULTS = {"tol": 1e-10, "max_steps": 400}
 
 
 @dataclass(frozen=True)
 class KrylovCurves:
-    losses: np.ndarray  # (n_teachers, len(ts))
+    losses: np.ndarray  # (n_teachers, len(grid))
     steps: int  # Lanczos steps taken
     achieved_tol: float  # max relative change of the curves over the last CHECK_EVERY steps
     converged: bool  # achieved_tol <= the requested tolerance
@@ -60,18 +67,18 @@ def _orthonormalize(W, scale: float, xp):
     return Q, B
 
 
-def lanczos_curves(matvec, M: int, c, m, F: float, ts, *, tol: float = 1e-10, max_steps: int = 400,
-                   min_steps: int = 20) -> KrylovCurves:
-    """Exact-to-``tol`` student loss curves for the teachers in the columns of ``c``.
+def lanczos_curves(matvec, M: int, c, m, F: float, rule, *, tol: float = LANCZOS_DEFAULTS["tol"],
+                   max_steps: int = LANCZOS_DEFAULTS["max_steps"], min_steps: int = 20) -> KrylovCurves:
+    """Exact-to-``tol`` loss curves of the student trained by ``rule`` (a spectral filter) on
+    each teacher in the columns of ``c``.
 
     ``matvec(X)`` returns ``H @ X`` for an ``(M, n + 1)`` block; ``c`` is ``(M, n)``
     (``E[phi_j f_TE]`` per teacher), ``m`` is ``(M,)`` (``E[phi_j f*]``). Steps are added until
-    the curves change by less than ``tol`` (relative, every ``t``) over the last
+    the curves change by less than ``tol`` (relative, every grid value) over the last
     ``CHECK_EVERY`` steps, or ``max_steps`` is reached; the result says which, and never
     holds NaN.
     """
     xp = array_namespace(c)
-    ts = np.asarray(ts, float)
     n = c.shape[1]
     p = n + 1
     X = xp.concatenate([c, m[:, None]], axis=1)
@@ -93,10 +100,7 @@ def lanczos_curves(matvec, M: int, c, m, F: float, ts, *, tol: float = 1e-10, ma
         theta, S = np.linalg.eigh(T)
         theta = np.maximum(theta, 0.0)  # H is PSD: negative Ritz values are round-off
         V = R.T @ S[:p]  # x_i^T f(H) x_j ~ sum_l V[i, l] V[j, l] f(theta_l)
-        g = growth(ts, theta)  # (T, k p)
-        quad = (V[:n] ** 2) @ (g ** 2 * theta).T  # c^T g^2 H c
-        cross = (V[:n] * V[n]) @ g.T  # c^T g m
-        return F + (quad - 2.0 * cross) / M
+        return loss_in_eigenbasis(rule, theta, V[:n].T, V[n], F, M)
 
     for k in range(max_steps):
         basis[k * p:(k + 1) * p] = q.T

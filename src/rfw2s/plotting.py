@@ -1,4 +1,5 @@
-"""Figures 2(a) and 2(b) of the paper from the aggregated tables (SPEC section 6)."""
+"""Figures from the aggregated tables: the paper's Figures 2(a) and 2(b), the student-width
+ablation, and the validation figure."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,10 @@ import pandas as pd
 from .analysis import overall_fit
 from .artifacts import atomic_path
 
-TIME_LABEL = r"gradient-flow time $t$  (units of SPEC §2: $f=M^{-1/2}\sum_j\theta_j\phi_j$, loss $\frac{1}{2}E[(f-y)^2]$)"
+# The time unit in words: the student f = M^{-1/2} sum_j theta_j phi_j follows
+# d theta / dt = -grad of 1/2 E[(f - y)^2] from theta = 0.
+TIME_LABEL = (r"gradient-flow time $t$ (student $f=M^{-1/2}\sum_j\theta_j\phi_j$, "
+              r"$d\theta/dt=-\nabla\,\frac{1}{2}E[(f-y)^2]$ from $\theta=0$)")
 REFERENCE_SLOPES = (1.0, 1.49, 2.0)
 SPREADS = ("range", "std")
 

@@ -7,8 +7,29 @@ import shutil
 from pathlib import Path
 
 
+# Peak memory of a dense float64 eigendecomposition, in units of one M x M matrix
+# (input copy, eigenvectors, LAPACK divide-and-conquer workspace): measured 4.9 for
+# numpy.linalg.eigh at M = 16384 (9.7 GiB resident).
+DENSE_EIGH_MATRICES = 5
+# Rows of a kernel tile (kernel job and matrix-free solver): a tile is TILE_ROWS x M, reused.
+TILE_ROWS = 2048
+
+
 class InsufficientResources(RuntimeError):
     pass
+
+
+def memory_needed(M: int, d: int, operator: str, n_teachers: int, max_steps: int) -> int:
+    """Peak bytes (estimate, float64) of a solve on an ``M``-wide student in dimension ``d``
+    reaching ``H`` through ``operator`` (:data:`rfw2s.curves.OPERATORS`; ``eigh``: the
+    eigendecomposition itself) for ``n_teachers`` with a Lanczos budget of ``max_steps``."""
+    features = 8 * M * d
+    if operator == "eigh":
+        return DENSE_EIGH_MATRICES * 8 * M**2 + features
+    krylov = 8 * max_steps * M * (n_teachers + 1)  # the Lanczos basis
+    if operator in ("cached", "stored"):
+        return 8 * M**2 + krylov + features
+    return 8 * min(M, TILE_ROWS) * M * 4 + krylov + features  # a tile and its temporaries
 
 
 def format_bytes(n: float) -> str:

@@ -1,4 +1,4 @@
-"""Sampled-data training: what a reader would do by hand (SPEC section 5).
+"""Sampled-data training: what a reader would do by hand.
 
 Draw inputs from the model's distribution, label them with the teacher, and train the
 student's top layer by plain gradient descent on fresh batches (step ``eta`` well under
@@ -6,7 +6,7 @@ student's top layer by plain gradient descent on fresh batches (step ``eta`` wel
 measured on held-out inputs. Independent runs (fresh inputs, same features) give the
 standard error, which covers both the gradient noise and the held-out estimate.
 
-Parametrisation as in SPEC section 2: ``f = M^{-1/2} Phi theta``, loss ``1/2 E[(f - y)^2]``.
+Parametrisation as everywhere: ``f = M^{-1/2} Phi theta``, loss ``1/2 E[(f - y)^2]``.
 """
 from __future__ import annotations
 

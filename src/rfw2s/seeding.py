@@ -25,3 +25,10 @@ def seed_sequence(seed: int, role: str, size: int, replicate: int) -> np.random.
 
 def generator(seed: int, role: str, size: int, replicate: int) -> np.random.Generator:
     return np.random.default_rng(seed_sequence(seed, role, size, replicate))
+
+
+def draw(model, seed: int, role: str, size: int, replicate: int) -> np.ndarray:
+    """``size`` feature directions of ``model`` for ``role`` (``student`` or ``teacher``) and
+    ``replicate``: every job that needs a draw makes it here, from its key (a draw costs less
+    than a job's start-up, so none is written)."""
+    return model.sample_features(seed_sequence(seed, role, size, replicate), size)

@@ -1,12 +1,11 @@
-"""Teacher fit and the exact finite-width student (SPEC section 2).
+"""The teacher's fit and the exact finite-width student by dense eigendecomposition.
 
-Conventions: ``f = M^{-1/2} sum_j theta_j phi_j``, loss ``1/2 E[(f - y)^2]``, gradient flow
-from ``theta(0) = 0``. With ``H = G_ST / M = V diag(lam) V^T``, ``c = gram(W, U) @ coef``,
-``c^ = V^T c``, ``m^ = V^T m_ST`` and ``g_t(lam) = (1 - exp(-t lam)) / lam``::
-
-    L_ST(t) = F + (1/M) sum_k [ g_t(lam_k)^2 lam_k c^_k^2 - 2 g_t(lam_k) c^_k m^_k ]
-
-One eigendecomposition per student draw serves every teacher and every ``t``.
+Conventions: ``f = M^{-1/2} sum_j theta_j phi_j``, loss ``1/2 E[(f - y)^2]``, training from
+``theta = 0``. The converged teacher is the population least-squares fit of ``f*`` on its
+features; the student trained on the teacher's labels by a learning rule (a spectral filter,
+:mod:`rfw2s.spectral`) has the loss :func:`rfw2s.spectral.loss_in_eigenbasis` in the
+eigenbasis of ``H = G_ST / M``: one eigendecomposition per student draw serves every teacher
+and every grid value.
 """
 from __future__ import annotations
 
@@ -15,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import Backend, array_namespace, as_backend, to_numpy
+from .spectral import learning_rule, loss_in_eigenbasis, relative_cutoff
 
-# Bump when a change alters the numbers these solvers produce: the workflow passes it
-# as a rule parameter, so exactly the stale steps rerun.
-SOLVER_VERSION = "4"
-# The dense eigendecomposition step alone: its numbers have not changed since version 2.
-EIGH_VERSION = "2"
+# Bump when a change alters the numbers a step produces: each is part of the key of the
+# artifacts that step writes, so exactly the stale ones are computed again.
+TEACHERS_VERSION = "1"  # fit_teacher
+EIGH_VERSION = "2"  # spectrum_of_gram
 
 # LAPACK's eigh (NumPy, 32-bit workspace indexing) fails for n >= 32767.
 NUMPY_EIGH_MAX_N = 32766
@@ -28,12 +27,6 @@ NUMPY_EIGH_MAX_N = 32766
 
 class SolverError(RuntimeError):
     """A linear-algebra step failed; the message names the size and backend."""
-
-
-def relative_cutoff(eigvals, n: int):
-    """Eigenvalues at or below this are numerically zero (pseudo-inverse convention)."""
-    xp = array_namespace(eigvals)
-    return float(xp.max(xp.abs(eigvals))) * n * np.finfo(np.float64).eps
 
 
 def symmetric_eigh(A, backend: Backend):
@@ -66,7 +59,7 @@ def fit_teacher(model, U, *, backend="numpy") -> TeacherFit:
 
     ``coef = pinv(G_TE) m_TE`` through ``eigh`` with a relative cut-off, so a singular or
     ill-conditioned ``G_TE`` (duplicate features, say) gives the same function as its
-    well-posed reduction instead of NaNs.
+    well-posed reduction instead of NaNs; ``L_TE = F - m_TE . coef``.
     """
     be = as_backend(backend)
     Ux = be.asarray(U)
@@ -101,59 +94,31 @@ def spectrum_of_gram(G, backend) -> tuple:
     return be.xp.maximum(lam, 0.0), V
 
 
-def growth(ts, lam):
-    """``g_t(lam) = -expm1(-t lam) / lam`` for every ``t`` (rows) and ``lam`` (columns).
-
-    ``g_t(0) = t``; at ``t = inf`` it is the pseudo-inverse ``1/lam`` on eigenvalues above
-    the relative cut-off and 0 below (gradient flow never moves in the null space).
-    """
-    xp = array_namespace(lam)
-    ts = xp.asarray(ts, dtype=xp.float64).reshape(-1, 1)
-    if bool(xp.any(ts < 0)) or bool(xp.any(xp.isnan(ts))):
-        raise ValueError("times t must be non-negative numbers")
-    lam = lam.reshape(1, -1)
-    positive = lam > 0
-    safe = xp.where(positive, lam, 1.0)
-    finite_t = xp.where(xp.isinf(ts), 0.0, ts)
-    g = xp.where(positive, -xp.expm1(-finite_t * lam) / safe, finite_t)
-    if bool(xp.any(xp.isinf(ts))):
-        invertible = lam > relative_cutoff(lam, lam.shape[1])
-        g_inf = xp.where(invertible, 1.0 / xp.where(invertible, lam, 1.0), 0.0)
-        g = xp.where(xp.isinf(ts), g_inf, g)
-    return g
-
-
-def losses_from_spectrum(lam, V, c, m, F: float, ts):
-    """Exact ``L_ST(t)`` from the student spectrum.
+def losses_from_spectrum(lam, V, c, m, F: float, rule):
+    """Exact student loss from the spectrum ``(lam, V)`` of ``H``, for the learning ``rule``.
 
     ``c`` is ``E[phi_j f_TE]`` for the student features, shape ``(M,)`` or ``(M, n_teachers)``
-    (all teachers of one student draw in one pass); ``m`` is ``E[phi_j f*]``. Returns an
-    array of shape ``(len(ts),)`` or ``(n_teachers, len(ts))`` in the library of ``lam``.
+    (all teachers of one student draw in one pass); ``m`` is ``E[phi_j f*]``. Returns
+    ``(len(grid),)`` or ``(n_teachers, len(grid))`` in the library of ``lam``.
     """
     xp = array_namespace(lam, V)
     M = lam.shape[0]
     single = c.ndim == 1
     C = c.reshape(M, -1)
-    c_hat = V.T @ C  # (M, n)
-    m_hat = V.T @ m  # (M,)
-    g = growth(ts, lam)  # (T, M)
-    quad = (g * g * lam) @ (c_hat * c_hat)  # (T, n)
-    cross = g @ (c_hat * m_hat[:, None])  # (T, n)
-    out = (F + (quad - 2.0 * cross) / M).T
+    out = loss_in_eigenbasis(rule, lam, V.T @ C, V.T @ m, F, M)
     if not bool(xp.all(xp.isfinite(out))):
-        raise SolverError(f"non-finite student loss (M_ST = {M}); check the time grid and inputs")
+        raise SolverError(f"non-finite student loss (M_ST = {M}); check the grid and inputs")
     return out[0] if single else out
 
 
-def student_losses(model, W, U, coef, ts, *, backend="numpy") -> np.ndarray:
-    """Exact finite-width ``L_ST(t)`` for the student ``W`` trained on the teacher ``(U, coef)``.
-
-    Inputs are NumPy arrays (feature directions as rows); returns a NumPy array, one
-    loss per ``t`` in ``ts``.
+def student_losses(model, W, U, coef, grid, rule: str = "gradient_flow", *, backend="numpy") -> np.ndarray:
+    """Exact finite-width population loss of the student ``W`` trained on the teacher
+    ``(U, coef)`` by ``rule`` (``"gradient_flow"``: ``grid`` holds times ``t``), one value per
+    grid value. Inputs are NumPy arrays (feature directions as rows); returns a NumPy array.
     """
     be = as_backend(backend)
     Wx, Ux = be.asarray(W), be.asarray(U)
     lam, V = student_spectrum(model, Wx, backend=be)
     c = model.gram(Wx, Ux) @ be.asarray(coef)
     m = model.target_moments(Wx)
-    return to_numpy(losses_from_spectrum(lam, V, c, m, model.target_norm2, be.asarray(ts)))
+    return to_numpy(losses_from_spectrum(lam, V, c, m, model.target_norm2, learning_rule(rule, grid)))

@@ -1,157 +1,115 @@
-"""Spectrum of the ReLU kernel on the sphere and the infinite-width student (SPEC section 3).
+"""Learning rules as spectral filters, the loss of a filtered student in an eigenbasis, and
+the infinite-width student of any model that has one.
 
-Funk-Hecke: ``kappa(rho) = sum_k lam_k N(d, k) P_k(rho)`` with ``P_k`` the Gegenbauer
-polynomial of ``S^{d-1}`` normalised to ``P_k(1) = 1``, ``lam_k = c_k^2`` and
-``c_k = E[relu(s) P_k(s)]``, ``s`` the first coordinate of ``x ~ Unif(S^{d-1})``.
+The student's top layer, ``f = M^{-1/2} sum_j theta_j phi_j`` trained from ``theta = 0`` on
+the loss ``1/2 E[(f - y)^2]``, ends at ``theta = phi(H) b`` for a *filter* ``phi`` of the
+kernel ``H = G / M`` (``b = c / sqrt(M)``, ``c_j = E[phi_j f_TE]``). With
+``H = V diag(lam) V^T``, ``c^ = V^T c`` and ``m^ = V^T m`` (``m_j = E[phi_j f*]``), its
+population loss is::
 
-``c_k`` in closed form (``nu = (d - 3) / 2``, ``Z = int_{-1}^{1} (1 - s^2)^nu ds``):
-Rodrigues' formula ``P_k(s) (1 - s^2)^nu = R_k D^k (1 - s^2)^(k + nu)`` with
-``R_k = (-1)^k Gamma(nu + 1) / (2^k Gamma(k + nu + 1))``, and two integrations by parts
-of ``int_0^1 s D^k (1 - s^2)^(k + nu) ds`` leave ``D^(k-2) (1 - s^2)^(k + nu)`` at 0. Hence
-``c_0 = 1 / (2 (nu + 1) Z)``, ``c_1 = 1 / (2d)``, ``c_k = 0`` for odd ``k >= 3`` and, for even
-``k >= 2``, ``c_k = R_k (k-2)! (-1)^((k-2)/2) binom(k + nu, (k-2)/2) / Z``, evaluated in logs.
+    L = F + (1/M) sum_k [ phi(lam_k)^2 lam_k c^_k^2 - 2 phi(lam_k) c^_k m^_k ]
+
+(:func:`loss_in_eigenbasis`: the dense solver calls it with the eigenpairs of ``H``, Lanczos
+quadrature with the Ritz pairs of its tridiagonal matrix). A filter also gives each mode's
+*progress* ``e(lam) = lam phi(lam)``, the fraction of a mode's coefficient the student has
+learnt, which is all an infinite-width solution needs.
+
+A filter holds its grid (the values of its own parameter, one loss each) and evaluates
+``phi`` on every grid value and eigenvalue at once, in the array library of the eigenvalues.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from .backend import array_namespace
 
 
-def harmonic_dimension(d: int, k: int) -> int:
-    """``N(d, k)``: dimension of the degree-``k`` spherical harmonics on ``S^{d-1}``."""
-    if k == 0:
-        return 1
-    return (2 * k + d - 2) * math.comb(k + d - 3, k - 1) // k
+def relative_cutoff(eigvals, n: int) -> float:
+    """Eigenvalues at or below this are numerically zero (pseudo-inverse convention)."""
+    xp = array_namespace(eigvals)
+    return float(xp.max(xp.abs(eigvals))) * n * np.finfo(np.float64).eps
 
 
-def gegenbauer(K: int, d: int, s):
-    """``P_0 .. P_K`` at ``s`` (any shape), normalised ``P_k(1) = 1``; stacked on axis 0."""
-    xp = array_namespace(s)
-    P = [xp.ones_like(s), s]
-    for k in range(1, K):
-        P.append(((2 * k + d - 2) * s * P[k] - k * P[k - 1]) / (k + d - 2))
-    return xp.stack(P[: K + 1])
+class GradientFlow:
+    """Gradient flow ``d theta/dt = -grad`` for time ``t``:
+    ``phi(lam) = (1 - exp(-t lam)) / lam`` (``= t`` at ``lam = 0``).
+
+    At ``t = inf`` it is the pseudo-inverse: ``1/lam`` on eigenvalues above the relative
+    cut-off and 0 below (gradient flow never moves in the null space)."""
+
+    name = "gradient_flow"
+    axis = "t"  # the grid's column in the tables
+
+    def __init__(self, t):
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        if np.any(np.isnan(t)) or np.any(t < 0):
+            raise ValueError("gradient-flow times t must be non-negative numbers")
+        self.grid = t
+
+    def __call__(self, lam):
+        """``phi`` at every time (rows) and eigenvalue (columns): ``-expm1(-t lam) / lam``."""
+        xp = array_namespace(lam)
+        ts = xp.asarray(self.grid, dtype=xp.float64).reshape(-1, 1)
+        lam = lam.reshape(1, -1)
+        positive = lam > 0
+        safe = xp.where(positive, lam, 1.0)
+        finite_t = xp.where(xp.isinf(ts), 0.0, ts)
+        g = xp.where(positive, -xp.expm1(-finite_t * lam) / safe, finite_t)
+        if bool(np.any(np.isinf(self.grid))):
+            invertible = lam > relative_cutoff(lam, lam.shape[1])
+            g_inf = xp.where(invertible, 1.0 / xp.where(invertible, lam, 1.0), 0.0)
+            g = xp.where(xp.isinf(ts), g_inf, g)
+        return g
+
+    def progress(self, lam):
+        """``e(lam) = 1 - exp(-t lam)`` at every time (rows) and eigenvalue (columns)."""
+        lam = np.asarray(lam, dtype=np.float64).reshape(1, -1)
+        with np.errstate(invalid="ignore"):  # inf * 0, replaced below
+            e = -np.expm1(-self.grid[:, None] * lam)
+        return np.where(lam > 0, e, 0.0)  # t = inf on a zero mode: nothing learnt, not NaN
+
+    def progress_bound(self, lam):
+        """``min(1, t lam) >= e(lam')`` for every ``0 <= lam' <= lam`` (a truncated series'
+        error bound), at every time (rows) and eigenvalue (columns, or a scalar's one)."""
+        lam = np.asarray(lam, dtype=np.float64)
+        with np.errstate(invalid="ignore"):  # inf * 0, replaced below
+            bound = np.minimum(1.0, np.multiply.outer(self.grid, lam))
+        return np.where(lam > 0, bound, 0.0)
 
 
-def relu_coefficients(d: int, K: int) -> np.ndarray:
-    """``c_0 .. c_K`` of ``relu`` in the Gegenbauer basis of ``S^{d-1}`` (closed form)."""
-    nu = (d - 3) / 2
-    log_Z = 0.5 * math.log(math.pi) + math.lgamma(nu + 1) - math.lgamma(nu + 1.5)
-    c = np.zeros(K + 1)
-    c[0] = math.exp(-math.log(2 * (nu + 1)) - log_Z)
-    if K >= 1:
-        c[1] = 1.0 / (2 * d)
-    for k in range(2, K + 1, 2):
-        j = (k - 2) // 2
-        log_R = math.lgamma(nu + 1) - k * math.log(2) - math.lgamma(k + nu + 1)
-        log_binom = math.lgamma(k + nu + 1) - math.lgamma(j + 1) - math.lgamma(k + nu - j + 1)
-        sign = (-1) ** k * (-1) ** j
-        c[k] = sign * math.exp(log_R + math.lgamma(k - 1) + log_binom - log_Z)
-    return c
+RULES = {GradientFlow.name: GradientFlow}
 
 
-def relu_eigenvalues(d: int, K: int) -> np.ndarray:
-    """``lam_k = c_k^2``: eigenvalue of the kernel operator on degree ``k`` (multiplicity ``N(d,k)``)."""
-    return relu_coefficients(d, K) ** 2
+def learning_rule(name: str, grid, **parameters):
+    """The filter of the learning rule ``name`` at the values ``grid`` of its parameter."""
+    if name not in RULES:
+        raise ValueError(f"unknown learning rule {name!r}; known: {', '.join(RULES)}")
+    return RULES[name](grid, **parameters)
 
 
-def kappa_series(rho, d: int, K: int):
-    """Funk-Hecke partial sum ``sum_{k <= K} lam_k N(d, k) P_k(rho)``."""
-    weights = relu_eigenvalues(d, K) * np.array([harmonic_dimension(d, k) for k in range(K + 1)], float)
-    P = gegenbauer(K, d, rho)
-    xp = array_namespace(rho)
-    return xp.tensordot(xp.asarray(weights), P, axes=1)
+def log_grid(spec: dict) -> np.ndarray:
+    """``{min, max, num}``: log-spaced values, both ends included (a config's grid)."""
+    return np.geomspace(float(spec["min"]), float(spec["max"]), int(spec["num"]))
 
 
-class TruncationError(ValueError):
-    """The Funk-Hecke series was cut at a degree too low for the requested accuracy."""
+def loss_in_eigenbasis(rule, lam, c_hat, m_hat, F: float, M: int):
+    """``L`` of the student filtered by ``rule``, for every teacher and grid value.
 
-
-def teacher_degree_energies(model, U, coef, K: int) -> tuple[np.ndarray, float]:
-    """``A_k = lam_k N(d,k) coef^T P_k(U U^T) coef`` for ``k <= K``, and ``|f_TE|^2``.
-
-    The Gegenbauer recurrence runs on ``M_TE x M_TE`` matrices two at a time, so memory
-    stays ``O(M_TE^2)`` whatever the degree.
+    ``lam`` (``k``,) are eigenvalues of ``H`` (or Ritz values); ``c_hat`` (``k, n``) holds each
+    teacher's ``c`` in that eigenbasis, ``m_hat`` (``k``,) the target's ``m``; ``F = E[f*^2]``.
+    Returns ``(n, len(rule.grid))``, in the array library of ``lam``.
     """
-    d = model.d
-    U, coef = np.asarray(U, float), np.asarray(coef, float)
-    rho = np.clip(U @ U.T, -1.0, 1.0)
-    quad = np.empty(K + 1)
-    prev, cur = np.ones_like(rho), rho
-    quad[0] = coef.sum() ** 2
-    if K >= 1:
-        quad[1] = coef @ rho @ coef
-    for k in range(1, K):
-        prev, cur = cur, ((2 * k + d - 2) * rho * cur - k * prev) / (k + d - 2)
-        quad[k + 1] = coef @ cur @ coef
-    N = np.array([harmonic_dimension(d, k) for k in range(K + 1)], float)
-    A = relu_eigenvalues(d, K) * N * quad
-    norm2 = float(coef @ model.gram(U, U) @ coef)
-    return A, norm2
-
-
-class InfiniteWidthCurve:
-    """``L_ST_inf(t)`` with the truncation degree used and a bound on what it left out."""
-
-    def __init__(self, losses, degree, error_bound, residual_energy):
-        self.losses = losses  # (len(ts),)
-        self.degree = degree  # highest Gegenbauer degree summed
-        self.error_bound = error_bound  # (len(ts),) |exact - losses| <= error_bound
-        self.residual_energy = residual_energy  # |f_TE|^2 - sum_{k<=K} A_k
-
-
-def relu_infinite_width(model, U, coef, ts, K: int | None = None, rtol: float = 1e-10,
-                        K_max: int = 4096) -> InfiniteWidthCurve:
-    """Exact infinite-width student for Model 2.2 (SPEC section 3), truncated with control.
-
-    ``L_ST_inf(t) = F + sum_k (e_k^2 A_k - 2 e_k B_k)``, ``e_k = 1 - exp(-t lam_k)``, with only
-    degree 1 meeting the linear target (``B_1 = m_TE . coef``). Degrees above ``K`` carry the
-    residual energy ``|f_TE|^2 - sum_{k<=K} A_k``, and they enter the loss only through
-    ``e_k^2 A_k`` with ``e_k <= min(1, t lam_k)`` and ``lam_k`` decreasing over even ``k``:
-    so ``|error(t)| <= min(1, t lam_tail)^2 * residual`` with ``lam_tail`` the largest omitted
-    eigenvalue. ``K=None`` doubles the degree until that bound is below ``rtol`` times the
-    loss at every ``t``; a given ``K`` that cannot meet ``rtol`` raises :class:`TruncationError`.
-    """
-    ts = np.asarray(ts, float).reshape(-1)
-    degree = 16 if K is None else int(K)
-    while True:
-        curve = _relu_infinite_width_at(model, U, coef, ts, degree)
-        worst = float(np.max(curve.error_bound / np.maximum(curve.losses, np.finfo(float).tiny)))
-        if worst <= rtol:
-            return curve
-        if K is not None or degree >= K_max:
-            raise TruncationError(
-                f"Gegenbauer degree {degree} leaves a relative error up to {worst:.2e} on the "
-                f"infinite-width loss (requested {rtol:.0e}); "
-                + ("pass K=None to choose the degree automatically" if K is not None
-                   else f"the largest degree allowed is K_max = {K_max}"))
-        degree = min(2 * degree, K_max)
-
-
-def _relu_infinite_width_at(model, U, coef, ts, K: int) -> InfiniteWidthCurve:
-    A, norm2 = teacher_degree_energies(model, U, coef, K)
-    lam = relu_eigenvalues(model.d, K + 2)
-    B = np.zeros(K + 1)
-    B[1] = float(np.asarray(model.target_moments(np.asarray(U, float))) @ np.asarray(coef, float))
-    e = -np.expm1(-ts[:, None] * lam[: K + 1])
-    losses = model.target_norm2 + (e * e) @ A - 2.0 * e @ B
-    # Rounding in norm2 - sum(A) is allowed for, so the bound never claims more than it knows.
-    residual = max(norm2 - float(A.sum()), 0.0) + 64 * np.finfo(float).eps * norm2
-    lam_tail = lam[K + 1] if (K + 1) % 2 == 0 else lam[K + 2]  # odd degrees >= 3 vanish
-    bound = np.minimum(1.0, ts * lam_tail) ** 2 * residual
-    return InfiniteWidthCurve(losses, K, bound, residual)
+    g = rule(lam)  # (T, k)
+    quad = (g * g * lam) @ (c_hat * c_hat)  # (T, n): c^T phi(H)^2 H c
+    cross = g @ (c_hat * m_hat[:, None])  # (T, n): c^T phi(H) m
+    return (F + (quad - 2.0 * cross) / M).T
 
 
 def student_losses_infinite(model, U, coef, ts) -> np.ndarray:
-    """Exact infinite-width (``M_ST -> inf``) student loss ``L_ST_inf(t)`` for each ``t``.
-
-    Dispatches to the model's own infinite-width solution; raises ``NotImplementedError``
-    for a model that has none.
-    """
+    """Exact infinite-width (``M_ST -> inf``) student loss after gradient flow for each time in
+    ``ts``, for the teacher ``(U, coef)``: the model's own infinite-width solution. Raises
+    ``NotImplementedError`` for a model that has none."""
     solution = getattr(model, "infinite_width", None)
     if solution is None:
         raise NotImplementedError(f"model {model.name!r} has no infinite-width solution")
-    return solution(np.asarray(U, float), np.asarray(coef, float), ts).losses
+    return solution(np.asarray(U, float), np.asarray(coef, float), GradientFlow(ts)).losses

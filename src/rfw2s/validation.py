@@ -1,7 +1,8 @@
 """Three independent computations of the student's loss, and how far apart they are.
 
-1. exact finite width (one eigendecomposition of the population kernel, :mod:`rfw2s.solve`);
-2. exact infinite width (the model's spectral solution, :mod:`rfw2s.spectral`);
+1. exact finite width (the population kernel of the student's own features, by the
+   pipeline's solver: :func:`rfw2s.curves.exact_curves`);
+2. exact infinite width (the model's own solution, ``model.infinite_width``);
 3. real training on samples (:mod:`rfw2s.sample`), with Monte Carlo standard errors.
 
 (1) and (2) differ by a finite-width effect that must shrink as ``M_ST`` grows (the
@@ -16,6 +17,7 @@ import pandas as pd
 from .backend import as_backend
 from .curves import exact_curves
 from .sample import largest_stable_step, train_students
+from .spectral import GradientFlow
 
 CURVE_COLUMNS = ["method", "m_st", "m_te", "replicate", "t", "L_ST", "se", "L_TE"]
 CONVERGENCE_COLUMNS = ["m_st", "m_te", "replicate", "ratio_best", "t_best"]
@@ -43,8 +45,8 @@ def sampled_comparison(model, W, teachers, sampled: dict, seed, replicate=0, bac
                        **solve_options) -> pd.DataFrame:
     """Sampled-data training of student ``W`` against both exact curves.
 
-    ``solve_options`` go to :func:`rfw2s.curves.exact_curves` (solver, and the cached
-    spectrum or kernel); ``teachers`` maps ``m_te -> (U, coef, L_TE)``; ``sampled`` holds ``runs, batch, t_max,
+    ``solve_options`` go to :func:`rfw2s.curves.exact_curves` (operator, the cached spectrum
+    or kernel, Lanczos settings); ``teachers`` maps ``m_te -> (U, coef, L_TE)``; ``sampled`` holds ``runs, batch, t_max,
     points`` and optionally ``step_fraction``. Returns rows of :data:`CURVE_COLUMNS`: the
     sampled points, and the exact curves on a dense grid that contains the sampled times.
     """
@@ -59,14 +61,15 @@ def sampled_comparison(model, W, teachers, sampled: dict, seed, replicate=0, bac
     measured = train_students(model, W, pairs, ts, **options)
     achieved = measured[0].ts
     dense = np.union1d(np.geomspace(sampled["t_max"] / 300.0, 3.0 * sampled["t_max"], 60), achieved)
-    finite = exact_curves(model, W, pairs, dense, backend=be, **solve_options).losses
+    finite = exact_curves(model, W, pairs, GradientFlow(dense), backend=be, **solve_options).losses
     rows = []
     for i, m in enumerate(sizes):
         U, coef, L_TE = teachers[m]
         curves = {"sampled": (achieved, measured[i].losses, measured[i].se, m_st),
                   "finite": (dense, finite[i], np.zeros_like(dense), m_st)}
         if hasattr(model, "infinite_width"):
-            curves["infinite"] = (dense, model.infinite_width(U, coef, dense).losses, np.zeros_like(dense), np.inf)
+            curves["infinite"] = (dense, model.infinite_width(U, coef, GradientFlow(dense)).losses,
+                                  np.zeros_like(dense), np.inf)
         for method, (t_values, L, se, width) in curves.items():
             rows += [{"method": method, "m_st": float(width), "m_te": m, "replicate": replicate,
                       "t": t, "L_ST": l, "se": s, "L_TE": L_TE} for t, l, s in zip(t_values, L, se)]

@@ -1,4 +1,4 @@
-"""Model 2.3, as reconstructed in SPEC section 4: linear features, two-level spectrum.
+"""Our reconstruction of the paper's Model 2.3: linear features, two-level spectrum.
 
 OUR RECONSTRUCTION of the paper's second model: the paper's exact Model 2.3 text was not
 available to us. What is known is that its improvement is quadratic (``L_ST ~ L_TE^2``)
@@ -9,8 +9,8 @@ model is in this file, so a correction is a change here alone.
 ``Sigma = diag(1 (K times), eps (d - K times))``, ``f*(x) = <beta, x>`` with ``beta`` on the
 spike coordinates and ``|beta| = 1``. The sizes scale with the teacher ``M_TE``:
 ``d = round(M_TE^dim_exponent)``, ``K = round(M_TE^spike_exponent)``,
-``eps = M_TE^(-tail_exponent)`` (defaults 1.5, 0.5, 1: SPEC's ``d = M_TE^1.5``,
-``K = M_TE^0.5``, ``eps = 1 / M_TE``).
+``eps = M_TE^(-tail_exponent)`` (defaults 1.5, 0.5, 1: ``d = M_TE^1.5``, ``K = M_TE^0.5``,
+``eps = 1 / M_TE``).
 """
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import array_namespace
+from .interface import InfiniteWidthCurve
 
 NAME = "linear_spiked"
+# Bump when a closed form here changes its numbers (every cached artifact is keyed by it).
+VERSION = "1"
 # Config parameters (JSON schema), turned into a concrete model per teacher size by
 # ``specialize``.
 PARAMETERS = {
@@ -54,9 +57,6 @@ class LinearSpiked:
     sigma: np.ndarray = field(repr=False)  # diagonal of Sigma
     beta: np.ndarray = field(repr=False)
     name = NAME
-
-    def params(self) -> dict:
-        return {"d": self.d, "k": self.k, "eps": self.eps, "target": self.target_name}
 
     # --- population moments --------------------------------------------------------
     def gram(self, A, B):
@@ -101,17 +101,15 @@ class LinearSpiked:
         return X @ xp.asarray(self.beta)
 
     # --- infinite width --------------------------------------------------------------
-    def infinite_width(self, U, coef, ts):
-        """``v_t = (1 - exp(-t Sigma)) v_TE``, ``v_TE = U^T coef``; loss ``(v_t - beta)^T Sigma (v_t - beta)``.
+    def infinite_width(self, U, coef, rule):
+        """``v = e(Sigma) v_TE``, ``v_TE = U^T coef``, ``e = rule.progress`` (``1 - exp(-t Sigma)``
+        for gradient flow); loss ``(v - beta)^T Sigma (v - beta)``.
 
         (The kernel of ``w ~ N(0, I)`` features is ``<x, x'>``, whose operator acts on linear
         functions ``<v, .>`` as ``v -> Sigma v``.) Exact: no truncation.
         """
-        from ..spectral import InfiniteWidthCurve
-
-        ts = np.asarray(ts, float).reshape(-1, 1)
         v_te = np.asarray(U, float).T @ np.asarray(coef, float)
-        residual = -np.expm1(-ts * self.sigma) * v_te - self.beta
+        residual = rule.progress(self.sigma) * v_te - self.beta
         losses = (residual * residual) @ self.sigma
         return InfiniteWidthCurve(losses, None, np.zeros_like(losses), 0.0)
 

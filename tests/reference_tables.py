@@ -1,0 +1,56 @@
+"""Compare an experiment's tables with the reference tables in tests/reference/ (made by the
+code before the architecture rework): the same rows, the same numbers to 1e-12 relative."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REFERENCE = Path(__file__).resolve().parent / "reference"
+RTOL = 1e-12
+# Columns renamed since the reference was made: reference name -> name today.
+RENAMED = {"steps": "lanczos_steps"}
+
+
+def _compare(name: str, ours: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    reference = reference.rename(columns=RENAMED)
+    problems = []
+    missing = [c for c in reference.columns if c not in ours.columns]
+    if missing:
+        return [f"{name}: columns {missing} are gone"]
+    if len(ours) != len(reference):
+        return [f"{name}: {len(ours)} rows, the reference has {len(reference)}"]
+    for column in reference.columns:
+        a, b = ours[column].to_numpy(), reference[column].to_numpy()
+        if b.dtype.kind in "fiu":
+            a, b = a.astype(float), b.astype(float)
+            same_nan = np.isnan(a) == np.isnan(b)
+            close = np.isclose(a, b, rtol=RTOL, atol=0) | (np.isnan(a) & np.isnan(b))
+            if not (same_nan.all() and close.all()):
+                worst = np.nanmax(np.abs(a - b) / np.abs(b))
+                problems.append(f"{name}.{column}: differs by up to {worst:.2e} relative")
+        elif not np.array_equal(a, b):
+            problems.append(f"{name}.{column}: values differ")
+    return problems
+
+
+def differences(results: Path, config: str, experiment: str) -> list[str]:
+    """What differs between ``results/<experiment>`` and the reference of ``config``."""
+    ref = REFERENCE / config / experiment
+    problems = []
+    for table in ("losses", "summary"):
+        problems += _compare(f"{experiment}/{table}", pd.read_parquet(results / experiment / f"{table}.parquet"),
+                             pd.read_parquet(ref / f"{table}.parquet"))
+    # fit: the reference marked "one student width per teacher" with m_st = -1; today m_st is
+    # that width (or missing where it varies with the teacher). Rows match in order otherwise.
+    ours, reference = (pd.read_parquet(p) for p in (results / experiment / "fit.parquet", ref / "fit.parquet"))
+    single = (reference["m_st"] == -1).all()
+    if single:
+        widths = pd.read_parquet(ref / "summary.parquet")["m_st"].unique()
+        expected = widths[0] if len(widths) == 1 else None
+        got = ours["m_st"].dropna().unique()
+        if (expected is None and len(got)) or (expected is not None and list(got) != [expected]):
+            problems.append(f"{experiment}/fit.m_st: {list(got)} where the student width is {expected}")
+    if single:
+        ours, reference = ours.drop(columns="m_st"), reference.drop(columns="m_st")
+    problems += _compare(f"{experiment}/fit", ours, reference)
+    return problems

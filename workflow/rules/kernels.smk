@@ -1,0 +1,47 @@
+# The feature-kernel matrix of a student draw, where the plan caches it, and its dense
+# eigendecomposition (solver: eigh). No job writes the draws: each job that needs one draws
+# it from its seed, which costs less than a job's start-up. The dense steps hold the `gpu`
+# resource, so they run one at a time and may use every CPU core for BLAS/LAPACK.
+
+
+rule kernel:
+    output:
+        f"{CACHE}/kernel/{{key}}/gram_r{{replicate}}.npy",
+    log:
+        f"{CACHE}/kernel/{{key}}/r{{replicate}}.log",
+    benchmark:
+        f"{CACHE}/kernel/{{key}}/r{{replicate}}.benchmark.tsv"
+    conda:
+        CONDA_ENV
+    resources:
+        gpu=1,
+        mem_mb=step_memory_mb("kernel"),
+        runtime=step_runtime_min("kernel"),
+    params:
+        recipe=recipe("kernel"),
+    shell:
+        "python3 -m rfw2s --blas-threads all kernel --recipe {params.recipe:q}"
+        " --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
+
+
+rule eigh:
+    input:
+        lambda wc: PLAN.kernel_file(PLAN.step("eigh", wc.key).recipe["kernel"], int(wc.replicate)),
+    output:
+        eigvals=f"{CACHE}/eigh/{{key}}/eigvals_r{{replicate}}.npy",
+        eigvecs=f"{CACHE}/eigh/{{key}}/eigvecs_r{{replicate}}.npy",
+    log:
+        f"{CACHE}/eigh/{{key}}/r{{replicate}}.log",
+    benchmark:
+        f"{CACHE}/eigh/{{key}}/r{{replicate}}.benchmark.tsv"
+    conda:
+        CONDA_ENV
+    resources:
+        gpu=1,
+        mem_mb=step_memory_mb("eigh"),
+        runtime=step_runtime_min("eigh"),
+    params:
+        recipe=recipe("eigh"),
+    shell:
+        "python3 -m rfw2s --blas-threads all eigh --recipe {params.recipe:q} --gram {input}"
+        " --out-eigvals {output.eigvals} --out-eigvecs {output.eigvecs} > {log} 2>&1"
