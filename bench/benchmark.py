@@ -65,11 +65,12 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
     from rfw2s.models import relu_sphere
     from rfw2s.seeding import seed_sequence
     from rfw2s.solve import fit_teacher
+    from rfw2s.spectral import GradientFlow
 
     be = backends.resolve(backend)
     pool = be.xp.get_default_memory_pool() if be.name == "cupy" else None
     model = relu_sphere(32)
-    ts = np.geomspace(1e2, 1e8, 200)
+    ts = GradientFlow(np.geomspace(1e2, 1e8, 200))
     row = {"backend": be.name, "device": be.device, "M_ST": M, "product": "tiles" if tiles else "model's"}
 
     def timed(name, fn):
@@ -89,17 +90,18 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
     reference = None
     if stored:
         G = timed("kernel_s", lambda: stored_kernel(model, Wx))  # as a curve job builds it
-        lanczos = timed("lanczos_s", lambda: exact_curves(model, W, fits, ts, backend=be, gram=G))
+        lanczos = timed("lanczos_s", lambda: exact_curves(model, W, fits, ts, backend=be, operator="cached",
+                                                          kernel=G))
         row["lanczos_steps"] = lanczos.steps
         if M <= eigh_max:
-            dense = timed("eigh_curves_s", lambda: exact_curves(model, W, fits, ts, backend=be, solver="eigh"))
+            dense = timed("eigh_curves_s", lambda: exact_curves(model, W, fits, ts, backend=be, operator="eigh"))
             reference = dense.losses
             row["lanczos_vs_eigh"] = float(np.max(np.abs(lanczos.losses / reference - 1)))
         del G
     if M <= matrix_free_max:
         # --tiles: the matrix-free product by plain tiles, not the model's fused product.
         free = timed("matrix_free_s", lambda: exact_curves(_Unfused(model) if tiles else model, W, fits, ts,
-                                                           backend=be))
+                                                           backend=be, operator="tiled"))
         row["matrix_free_steps"] = free.steps
         if peaks is not None:
             row["floor_s"] = arithmetic_floor_s(M, model.d, len(TEACHERS) + 1, free.steps, *peaks)
@@ -135,7 +137,7 @@ class _Unfused:
 def _launch_shape(shape: str):
     """``ROWSxBLOCKxWARPS`` -> the fused product's launch constants, set in its module (the
     compiled kernels are dropped: ROWS is part of the source)."""
-    module = importlib.import_module("rfw2s.models.relu_sphere")
+    module = importlib.import_module("rfw2s.models.relu.kernel")
     rows, block, warps = (int(v) for v in shape.split("x"))
     module.PRODUCT_ROWS, module.PRODUCT_BLOCK, module.PRODUCT_WARPS = rows, block, warps
     module._CUDA_KERNELS.clear()
@@ -150,7 +152,7 @@ def _product_rows(backend: str, sizes, shapes=(), repeats: int = 3) -> list[dict
     from rfw2s.models import relu_sphere
     from rfw2s.seeding import seed_sequence
 
-    module = importlib.import_module("rfw2s.models.relu_sphere")
+    module = importlib.import_module("rfw2s.models.relu.kernel")
     be = as_backend(backend)
     model = relu_sphere(32)
     default = f"{module.PRODUCT_ROWS}x{module.PRODUCT_BLOCK}x{module.PRODUCT_WARPS}"
@@ -190,6 +192,7 @@ def _sampled_versus_exact(backend: str, M: int) -> dict:
     from rfw2s.sample import train_student
     from rfw2s.seeding import seed_sequence
     from rfw2s.solve import fit_teacher
+    from rfw2s.spectral import GradientFlow
 
     model = relu_sphere(32)
     W = model.sample_features(seed_sequence(0, "student", M, 0), M)
@@ -198,7 +201,8 @@ def _sampled_versus_exact(backend: str, M: int) -> dict:
     ts = np.geomspace(1e2, 1e8, 200)
     start = time.perf_counter()  # the pipeline's exact path: kernel, then Lanczos on it
     kernel = stored_kernel(model, as_backend(backend).asarray(W))
-    exact = exact_curves(model, W, [(U, fit.coef)], ts, backend=backend, gram=kernel).losses[0]
+    exact = exact_curves(model, W, [(U, fit.coef)], GradientFlow(ts), backend=backend, operator="cached",
+                         kernel=kernel).losses[0]
     exact_s = time.perf_counter() - start
     t_best = ts[np.argmin(exact)]
     # At least 4 runs: fewer give no credible standard error.

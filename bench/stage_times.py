@@ -1,6 +1,6 @@
 """Per-stage wall time and peak memory of a finished pipeline run, from the `benchmark:`
-files every rule writes: results/<experiment>/benchmarks/**.tsv, and results/cache/<student>/
-benchmarks/<rule>_r<R>.tsv for the shared student cache (listed once, as `cache`).
+files every rule writes: results/<experiment>/benchmarks/**.tsv for an experiment's own
+jobs, and results/cache/<step>/<key>/*.tsv for the shared steps (listed as `cache`).
 
     python bench/stage_times.py results
 """
@@ -16,7 +16,8 @@ def stage_table(results: Path) -> pd.DataFrame:
         experiment = tsv.relative_to(results).parts[0]
         stage = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
         rows.append((experiment, stage, tsv))
-    rows += [("cache", tsv.stem.rsplit("_r", 1)[0], tsv) for tsv in sorted(results.glob("cache/*/benchmarks/*.tsv"))]
+    rows += [("cache", tsv.relative_to(results / "cache").parts[0], tsv)
+             for tsv in sorted(results.glob("cache/*/*/*.tsv"))]
     records = []
     for experiment, stage, tsv in rows:
         b = pd.read_csv(tsv, sep="\t")

@@ -209,8 +209,9 @@ def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend=
     on each teacher ``(U, coef)``, through ``operator`` (see the module's docstring).
 
     ``operator="eigh"`` uses ``spectrum = (lam, V)`` of ``H`` if given (else computes it);
-    ``"cached"`` needs ``kernel`` (the matrix a kernel job wrote); ``"stored"`` builds the
-    kernel here (:func:`stored_kernel`); ``"tiled"`` builds tiles at every step. ``lanczos``:
+    ``"cached"`` needs ``kernel`` (the matrix a kernel job wrote, or :func:`stored_kernel`'s);
+    ``"stored"`` builds the kernel here (:func:`stored_kernel`); ``"tiled"`` builds tiles at
+    every step. ``lanczos``:
     ``tol`` and ``max_steps`` of :func:`rfw2s.krylov.lanczos_curves`.
     """
     if operator not in OPERATORS:
@@ -238,7 +239,7 @@ def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend=
                 be.synchronize()
                 log.info("kernel built in memory: M_ST=%d, %.3f s", M, time.perf_counter() - start)
             else:
-                stored = be.asarray(kernel)
+                stored = kernel if isinstance(kernel, UpperPanels) else be.asarray(kernel)
             matvec = dense_matvec(stored, M)
         result = lanczos_curves(matvec, M, C, m, F, rule, **{**LANCZOS_DEFAULTS, **(lanczos or {})})
     return Curves(result.losses, SOLVER_OF[operator], result.steps, result.achieved_tol, result.converged)
