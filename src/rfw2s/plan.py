@@ -68,8 +68,11 @@ class Student:
     seed: int
 
     @property
-    def name(self) -> str:  # e.g. relu_sphere-d32-m16384-seed0
-        params = "-".join(f"{k}{self.spec[k]}" for k in sorted(self.spec) if k != "name")
+    def name(self) -> str:  # e.g. relu_sphere-d32-m16384-seed0 (readable; the key's hash identifies)
+        def text(value):
+            return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+        params = "-".join(f"{k}{text(self.spec[k])}" for k in sorted(self.spec) if k != "name")
         return f"{self.spec['name']}-{params}-m{self.m_st}-seed{self.seed}"
 
     @property
