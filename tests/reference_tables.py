@@ -43,6 +43,9 @@ def differences(results: Path, config: str, experiment: str) -> list[str]:
     # fit: the reference marked "one student width per teacher" with m_st = -1; today m_st is
     # that width (or missing where it varies with the teacher). Rows match in order otherwise.
     ours, reference = (pd.read_parquet(p) for p in (results / experiment / "fit.parquet", ref / "fit.parquet"))
+    # Pooled rows had replicate = -1; today it is missing there.
+    reference["replicate"] = reference["replicate"].astype(float).where(reference["scope"] != "all")
+    ours["replicate"] = ours["replicate"].astype(float)
     single = (reference["m_st"] == -1).all()
     if single:
         widths = pd.read_parquet(ref / "summary.parquet")["m_st"].unique()

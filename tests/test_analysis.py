@@ -15,8 +15,9 @@ def _synthetic_losses(exponents, rng):
             best = 0.5 * L_TE**a
             L_ST = best * (1 + np.log(ts / ts[4]) ** 2)  # minimum at ts[4]
             for t, L in zip(ts, L_ST):
-                rows.append(dict(replicate=rep, m_te=m_te, m_st=256, d=4, t=t, L_TE=L_TE, L_ST=L, ratio=L / L_TE,
-                                 L_ST_inf=L / 2, ratio_inf=L / (2 * L_TE), solver="eigh", lanczos_steps=0,
+                rows.append(dict(replicate=rep, m_te=m_te, m_st=256, n=np.inf, rule="gradient_flow", d=4, grid=t, t=t,
+                                 L_TE=L_TE, L_ST=L, ratio=L / L_TE,
+                                 L_ST_inf=L / 2, ratio_inf=L / (2 * L_TE), L_floor=0.0, solver="eigh", lanczos_steps=0,
                                  achieved_tol=np.nan))
     return pd.DataFrame(rows).sample(frac=1.0, random_state=rng.integers(1 << 31))
 
@@ -32,7 +33,7 @@ def test_summary_takes_the_best_time_of_each_curve(rng):
 
 def test_fit_recovers_known_exponents_and_their_spread(rng):
     exponents = [1.4, 1.6, 1.8]
-    fit = fit_exponents(summarize(sort_losses(_synthetic_losses(exponents, rng))), per_width=False)
+    fit = fit_exponents(summarize(sort_losses(_synthetic_losses(exponents, rng))), by=[])
     for width in ("finite", "infinite"):  # the infinite curves are the finite ones halved
         per_rep = fit[(fit["scope"] == "replicate") & (fit["width"] == width)]
         assert np.allclose(per_rep["exponent"], exponents)
@@ -47,7 +48,7 @@ def test_models_without_an_infinite_width_solution_get_nan_columns(rng):
     losses = _synthetic_losses([1.5, 1.5], rng).assign(L_ST_inf=np.nan, ratio_inf=np.nan)
     summary = summarize(sort_losses(losses))
     assert summary["ratio_inf_best"].isna().all() and summary["ratio_best"].notna().all()
-    assert np.isnan(overall_fit(fit_exponents(summary, per_width=False), "infinite")["exponent"])
+    assert np.isnan(overall_fit(fit_exponents(summary, by=[]), "infinite")["exponent"])
 
 
 def test_loglog_fit_needs_two_distinct_teacher_losses():
@@ -65,14 +66,23 @@ def test_a_fit_per_width_or_over_every_teacher_names_its_student_width(rng):
     summary = summarize(sort_losses(_synthetic_losses([1.5, 1.7], rng)))
     wider = summary.assign(m_st=512, L_ST_min=summary["L_ST_min"] / 2)
     both = pd.concat([summary, wider], ignore_index=True)
-    per_width = fit_exponents(both, per_width=True)
+    per_width = fit_exponents(both, by=["m_st"])
     assert sorted(per_width["m_st"].unique()) == [256, 512]
     assert overall_fit(per_width, m_st=512)["exponent"] == pytest.approx(1.6)
-    with pytest.raises(ValueError, match="name the student width"):
+    with pytest.raises(ValueError, match="name the swept value"):
         overall_fit(per_width)
     # A list of one width is still per width; one width per teacher gives that width, and a
     # width varying with the teacher (M_ST = 2 d) is missing, not a sentinel number.
-    assert fit_exponents(summary, per_width=True)["m_st"].tolist() == [256] * 6
-    assert fit_exponents(summary, per_width=False)["m_st"].tolist() == [256] * 6
+    assert fit_exponents(summary, by=["m_st"])["m_st"].tolist() == [256] * 6
+    fit = fit_exponents(summary, by=[])
+    assert fit["m_st"].tolist() == [256] * 6 and fit["rule"].tolist() == ["gradient_flow"] * 6
+    assert fit.loc[fit["scope"] == "all", "replicate"].isna().all()  # pooled: no replicate, not -1
     varying = summary.assign(m_st=summary["m_te"] * 4)
-    assert fit_exponents(varying, per_width=False)["m_st"].isna().all()
+    assert fit_exponents(varying, by=[])["m_st"].isna().all()
+    # A fit per learning rule, and per sample size with the population (n = inf) among them.
+    rules = pd.concat([summary, summary.assign(rule="ridge", L_ST_min=summary["L_ST_min"] ** 1.1)])
+    per_rule = fit_exponents(rules, by=["rule"])
+    assert set(per_rule["rule"]) == {"gradient_flow", "ridge"}
+    assert overall_fit(per_rule, rule="ridge")["exponent"] == pytest.approx(1.1 * 1.6)
+    sizes = pd.concat([summary, summary.assign(n=512.0)])
+    assert sorted(fit_exponents(sizes, by=["n"])["n"].unique()) == [512.0, np.inf]

@@ -243,3 +243,14 @@ def test_the_key_changes_with_the_code_version_of_the_step():
             setattr(plan_module, name, original)
         for kind, old in keys.items():
             assert (set(after.steps[kind]) != old) == (kind in changed), (name, kind)
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "workflow/configs/extensions.yaml"])
+def test_the_shipped_configs_are_valid_and_fit_this_machine(path):
+    import yaml
+
+    from workflow_helpers import REPO
+
+    config = validate(yaml.safe_load((REPO / path).read_text()), SCHEMA)
+    plan = Plan(config, memory=24 << 30)  # the CI machine's memory
+    assert plan.experiments and all(e.curves for e in plan.experiments.values())

@@ -310,3 +310,74 @@ def test_a_partial_run_names_its_report_command_and_that_command_works(tmp_path)
     snakemake(tmp_path, config, *command.split()[1:])
     html = (tmp_path / "results" / "report.html").read_text(errors="replace")
     assert "results/tiny_model23/figures/fig2a.png" in html and "results/tiny/" not in html
+
+
+def test_a_harmonic_target_is_broken_into_its_degrees_with_the_invisible_one_a_floor(tiny_run):
+    workdir, _, config = tiny_run
+    exp = config["experiments"]["tiny_harmonic"]
+    out = workdir / "results" / "tiny_harmonic"
+    degrees = pd.read_parquet(out / "degrees.parquet")
+    losses = pd.read_parquet(out / "losses.parquet")
+    assert set(degrees["degree"]) == {"1", "2", "3", "rest"}
+    # The parts add up to the infinite-width loss of the loss table, at every time.
+    total = degrees.groupby(["replicate", "m_te", "t"])["L_ST_inf"].sum().reset_index()
+    both = total.merge(losses, on=["replicate", "m_te", "t"], suffixes=("_parts", ""))
+    assert len(both) == len(losses) and np.allclose(both["L_ST_inf_parts"], both["L_ST_inf"], rtol=1e-10)
+    # Degree 3 (odd, >= 3) is invisible to ReLU features: its part never moves, and is the floor.
+    a = {int(k): v for k, v in exp["target"]["coefficients"].items()}
+    floor = a[3] ** 2 / sum(v * v for v in a.values())
+    assert np.allclose(degrees.loc[degrees["degree"] == "3", "L_ST_inf"], floor, rtol=1e-10)
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert np.allclose(summary["L_floor"], floor, rtol=1e-12) and (summary["L_ST_min"] > floor).all()
+    assert (out / "figures" / "degrees.png").stat().st_size > 0
+
+
+def test_the_relu_network_target_on_gaussian_inputs_gets_figure_2_at_its_widest_student(tiny_run):
+    workdir, _, config = tiny_run
+    out = workdir / "results" / "tiny_relu_gaussian"
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert sorted(summary["m_st"].unique()) == sorted(config["experiments"]["tiny_relu_gaussian"]["m_st"])
+    # The centred constant leaves a radial part no student reaches; every loss stays above it.
+    assert (summary["L_floor"] > 0).all() and (summary["L_ST_min"] > summary["L_floor"]).all()
+    assert (summary["L_ST_inf_min"] > summary["L_floor"]).all()
+    for name in ("fig2a", "fig2b", "ablation_heatmap", "ablation_exponent"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def test_the_peer_linear_model_runs_with_its_student_width_rule(tiny_run):
+    workdir = tiny_run[0]
+    summary = pd.read_parquet(workdir / "results" / "tiny_peer" / "summary.parquet")
+    # M_ST = round(d^1.25) with d = round(M_TE^1.5): 8 -> 13, 27 -> 62.
+    assert summary.groupby("m_te")["m_st"].first().tolist() == [13, 62]
+    assert summary["ratio_inf_best"].notna().all() and (summary["L_floor"] == 0).all()
+    fit = pd.read_parquet(workdir / "results" / "tiny_peer" / "fit.parquet")
+    assert fit["m_st"].isna().all()  # the width varies with the teacher
+
+
+def test_a_student_on_samples_by_three_rules_gets_a_fit_per_sample_size_and_rule(tiny_run):
+    workdir, _, config = tiny_run
+    exp = config["experiments"]["tiny_samples"]
+    out = workdir / "results" / "tiny_samples"
+    losses = pd.read_parquet(out / "losses.parquet")
+    assert set(losses["n"]) == {128.0, 1024.0, np.inf}
+    assert set(losses["rule"]) == {"gradient_flow", "gradient_descent", "ridge"}
+    # The infinite-width student is of the population only; gradient descent's time is eta k.
+    assert losses.loc[losses["n"] < np.inf, "L_ST_inf"].isna().all()
+    assert losses.loc[losses["n"] == np.inf, "L_ST_inf"].notna().all()
+    gd = losses[losses["rule"] == "gradient_descent"]
+    eta = gd["t"] / gd["grid"]
+    assert (eta.groupby([gd["replicate"], gd["n"]]).nunique() == 1).all()  # one step per draw and sample
+    assert losses.loc[losses["rule"] == "ridge", "t"].isna().all()
+    assert set(losses.loc[losses["n"] < np.inf, "solver"]) == {"sample-lanczos"}
+    fit = pd.read_parquet(out / "fit.parquet")
+    pooled = fit[(fit["scope"] == "all") & (fit["width"] == "finite")]
+    assert len(pooled) == 3 * 3 and set(pooled["n"]) == {128.0, 1024.0, np.inf}
+    # Teachers fitted on 512 inputs of their own are no better than tiny's on the population.
+    summary = pd.read_parquet(out / "summary.parquet")
+    population = pd.read_parquet(workdir / "results" / "tiny" / "summary.parquet")
+    ours = summary.groupby(["replicate", "m_te"])["L_TE"].first()
+    theirs = population.set_index(["replicate", "m_te"])["L_TE"]
+    assert (ours >= theirs.loc[ours.index] * (1 - 1e-12)).all() and (ours > theirs.loc[ours.index]).any()
+    assert exp["teacher_samples"]["n"] == 512
+    for name in ("fig2a", "fig2b", "ablation_heatmap", "ablation_exponent"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0

@@ -10,29 +10,43 @@ import pandas as pd
 # Bump when a change alters the numbers of the experiment tables (summary, fit).
 TABLES_VERSION = "1"
 
-LOSS_COLUMNS = ["replicate", "m_te", "m_st", "d", "t", "L_TE", "L_ST", "ratio", "L_ST_inf", "ratio_inf",
-                "solver", "lanczos_steps", "achieved_tol"]
-SUMMARY_COLUMNS = ["replicate", "m_te", "m_st", "L_TE", "L_ST_min", "t_best", "ratio_best",
-                   "L_ST_inf_min", "t_inf_best", "ratio_inf_best"]
-FIT_COLUMNS = ["m_st", "width", "scope", "replicate", "exponent", "exponent_se", "intercept", "n_points"]
-KEYS = ["replicate", "m_te", "m_st"]  # one curve
+LOSS_COLUMNS = ["replicate", "m_te", "m_st", "n", "rule", "d", "grid", "t", "L_TE", "L_ST", "ratio", "L_ST_inf",
+                "ratio_inf", "L_floor", "solver", "lanczos_steps", "achieved_tol"]
+SUMMARY_COLUMNS = ["replicate", "m_te", "m_st", "n", "rule", "L_TE", "L_ST_min", "grid_best", "t_best", "ratio_best",
+                   "L_ST_inf_min", "grid_inf_best", "t_inf_best", "ratio_inf_best", "L_floor"]
+DEGREE_COLUMNS = ["replicate", "m_te", "rule", "degree", "grid", "t", "L_ST_inf", "L_TE"]
+FIT_COLUMNS = ["m_st", "n", "rule", "width", "scope", "replicate", "exponent", "exponent_se", "intercept",
+               "n_points"]
+KEYS = ["replicate", "m_te", "m_st", "n", "rule"]  # one curve
+# Columns a fit may be made per value of (an experiment sweeps them).
+AXES = ("m_st", "n", "rule")
 
 
-def curve_table(replicate: int, W, teachers, rule, result, infinite) -> pd.DataFrame:
-    """Rows of :data:`LOSS_COLUMNS` for one student draw ``W``: ``result`` are its exact curves
-    (:class:`rfw2s.curves.Curves`) for the ``teachers`` (each ``{"coef", "loss"}``),
-    ``infinite`` the infinite-width curve of each teacher (or ``None`` per teacher where the
-    model has none)."""
+def curve_table(replicate: int, W, teachers, rule, result, infinite, floor: float = float("nan"),
+                n: float = np.inf) -> pd.DataFrame:
+    """Rows of :data:`LOSS_COLUMNS` for one student draw ``W`` trained on ``n`` inputs (``inf``:
+    the population): ``result`` are its exact curves (:class:`rfw2s.curves.Curves`, for the
+    filter ``result.rule``, a RuleSet for several rules) for the ``teachers`` (each ``{"coef",
+    "loss"}``), ``infinite`` the infinite-width curve of each teacher (``None`` where there is
+    none), ``floor`` the part of the target no student can learn (NaN: unknown)."""
+    from .spectral import each_rule
+
     m_st, d = W.shape
-    grid = rule.grid
+    rules = each_rule(result.rule)
     frames = []
     for teacher, L_ST, curve in zip(teachers, result.losses, infinite):
-        L_inf = np.full_like(grid, np.nan) if curve is None else curve.losses
+        L_inf = np.full_like(L_ST, np.nan) if curve is None else curve.losses
         L_TE = float(teacher["loss"])
-        frames.append(pd.DataFrame({
-            "replicate": replicate, "m_te": int(teacher["coef"].size), "m_st": m_st, "d": d, "t": grid,
-            "L_TE": L_TE, "L_ST": L_ST, "ratio": L_ST / L_TE, "L_ST_inf": L_inf, "ratio_inf": L_inf / L_TE,
-            "solver": result.solver, "lanczos_steps": result.steps, "achieved_tol": result.achieved_tol}))
+        start = 0
+        for r in rules:
+            part = slice(start, start + r.grid.size)
+            start += r.grid.size
+            frames.append(pd.DataFrame({
+                "replicate": replicate, "m_te": int(teacher["coef"].size), "m_st": m_st, "n": float(n),
+                "rule": r.name, "d": d, "grid": r.grid, "t": r.times, "L_TE": L_TE, "L_ST": L_ST[part],
+                "ratio": L_ST[part] / L_TE, "L_ST_inf": L_inf[part], "ratio_inf": L_inf[part] / L_TE,
+                "L_floor": float(floor), "solver": result.solver, "lanczos_steps": result.steps,
+                "achieved_tol": result.achieved_tol}))
     return pd.concat(frames, ignore_index=True)[LOSS_COLUMNS]
 
 
@@ -40,29 +54,59 @@ def sort_losses(losses: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in LOSS_COLUMNS if c not in losses.columns]
     if missing:
         raise ValueError(f"loss table lacks columns {missing}")
-    return losses[LOSS_COLUMNS].sort_values(KEYS + ["t"], kind="stable").reset_index(drop=True)
+    return losses[LOSS_COLUMNS].sort_values(KEYS + ["grid"], kind="stable").reset_index(drop=True)
 
 
 def _best(losses: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Row of the smallest ``column`` per curve; NaN rows where it is all NaN."""
-    keys = KEYS
+    """The row of the smallest ``column`` of each curve (every curve: NaN where it has none)."""
     losses = losses.reset_index(drop=True)  # idxmin gives labels, which must be unique
-    if losses[column].isna().all():
-        return losses.groupby(keys, sort=True).first().reset_index()[keys].assign(**{column: np.nan, "t": np.nan})
-    return losses.loc[losses.groupby(keys, sort=True)[column].idxmin()].reset_index(drop=True)
+    curves = losses[KEYS].drop_duplicates().sort_values(KEYS).reset_index(drop=True)
+    valid = losses[losses[column].notna()]
+    best = valid.loc[valid.groupby(KEYS, sort=True)[column].idxmin()]
+    return curves.merge(best.drop(columns=[c for c in best.columns if c not in KEYS + [column, "grid", "t", "L_TE",
+                                                                                         "L_floor"]]),
+                        on=KEYS, how="left", validate="one_to_one")
 
 
 def summarize(losses: pd.DataFrame) -> pd.DataFrame:
-    """One row per curve (replicate, m_te, m_st): the best time on the grid and its loss
-    (finite and infinite width)."""
-    finite = _best(losses, "L_ST")[KEYS + ["L_TE", "L_ST", "t"]]
-    finite = finite.rename(columns={"L_ST": "L_ST_min", "t": "t_best"})
+    """One row per curve (replicate, m_te, m_st, n, rule): the best grid value (and its time)
+    and the loss there, finite and infinite width."""
+    finite = _best(losses, "L_ST")[KEYS + ["L_TE", "L_ST", "grid", "t", "L_floor"]]
+    finite = finite.rename(columns={"L_ST": "L_ST_min", "grid": "grid_best", "t": "t_best"})
     finite["ratio_best"] = finite["L_ST_min"] / finite["L_TE"]
-    infinite = _best(losses, "L_ST_inf")[KEYS + ["L_ST_inf", "t"]]
-    infinite = infinite.rename(columns={"L_ST_inf": "L_ST_inf_min", "t": "t_inf_best"})
+    infinite = _best(losses, "L_ST_inf")[KEYS + ["L_ST_inf", "grid", "t"]]
+    infinite = infinite.rename(columns={"L_ST_inf": "L_ST_inf_min", "grid": "grid_inf_best", "t": "t_inf_best"})
     out = finite.merge(infinite, on=KEYS, how="left", validate="one_to_one")
     out["ratio_inf_best"] = out["L_ST_inf_min"] / out["L_TE"]
     return out[SUMMARY_COLUMNS].sort_values(KEYS).reset_index(drop=True)
+
+
+def degree_table(replicate: int, teacher: dict, rule, curve, degrees, remainder: float = 0.0) -> pd.DataFrame:
+    """Rows of :data:`DEGREE_COLUMNS`: the infinite-width student's loss (``curve``, an
+    :class:`rfw2s.models.InfiniteWidthCurve` with ``per_degree``, for the filter ``rule``) and
+    the teacher's error in each of ``degrees``, in every other degree together (``rest``) and,
+    where the inputs leave one, in the part of a constant no feature reaches (``radial``); the
+    parts sum to the totals."""
+    from .spectral import each_rule
+
+    if curve.per_degree is None or max(degrees) > curve.degree:
+        raise ValueError(f"the infinite-width curve has no breakdown to degree {max(degrees)}")
+    L_TE = float(teacher["loss"])
+    parts = {str(k): (curve.per_degree[k], float(curve.teacher_per_degree[k])) for k in degrees}
+    listed = sum(p[0] for p in parts.values())
+    listed_te = sum(p[1] for p in parts.values())
+    parts["rest"] = (curve.losses - listed - remainder, L_TE - listed_te - remainder)
+    if remainder:
+        parts["radial"] = (np.full_like(curve.losses, remainder), remainder)
+    m_te = int(teacher["coef"].size)
+    frames, start = [], 0
+    for r in each_rule(rule):
+        grid = slice(start, start + r.grid.size)
+        start += r.grid.size
+        frames += [pd.DataFrame({"replicate": replicate, "m_te": m_te, "rule": r.name, "degree": name, "grid": r.grid,
+                                 "t": r.times, "L_ST_inf": L[grid], "L_TE": L_te})
+                   for name, (L, L_te) in parts.items()]
+    return pd.concat(frames, ignore_index=True)[DEGREE_COLUMNS]
 
 
 def loglog_fit(L_TE, L_ST_min) -> tuple[float, float]:
@@ -74,24 +118,32 @@ def loglog_fit(L_TE, L_ST_min) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def fit_exponents(summary: pd.DataFrame, per_width: bool) -> pd.DataFrame:
+def fit_exponents(summary: pd.DataFrame, by=()) -> pd.DataFrame:
     """The exponent per replicate, and pooled over all replicates with its standard error
     over replicates (std of the per-replicate exponents / sqrt(count)); rows for the finite
     width and for the infinite width (NaN where the model has no infinite-width solution).
 
-    ``per_width`` (an experiment over a list of student widths): one set of rows per width
-    ``m_st``. Otherwise one set over every teacher, whose ``m_st`` is the student width, or
-    missing (``<NA>``) where it varies with the teacher (``m_st: {d_factor: f}``)."""
-    if per_width:
-        parts = list(summary.groupby("m_st", sort=True))
-    else:
-        widths = summary["m_st"].unique()
-        parts = [(widths[0] if len(widths) == 1 else pd.NA, summary)]
-    fit = pd.concat([_fit_one_width(part).assign(m_st=m_st) for m_st, part in parts], ignore_index=True)
-    return fit.astype({"m_st": "Int64"})[FIT_COLUMNS]
+    ``by``: the columns of :data:`AXES` the experiment sweeps; one set of rows per value of
+    them. A column not swept holds its one value, or missing (``<NA>``) where it varies (the
+    student width of ``m_st: {d_factor: f}``); ``replicate`` is missing on pooled rows."""
+    by = list(by)
+    parts = list(summary.groupby(by, sort=True)) if by else [((), summary)]
+    frames = []
+    for values, part in parts:
+        fit = _fit_one_group(part)
+        values = values if isinstance(values, tuple) else (values,)
+        for axis in AXES:
+            if axis in by:
+                fit[axis] = values[by.index(axis)]
+            else:
+                unique = part[axis].unique()
+                fit[axis] = unique[0] if len(unique) == 1 else pd.NA
+        frames.append(fit)
+    fit = pd.concat(frames, ignore_index=True)
+    return fit.astype({"m_st": "Int64", "replicate": "Int64", "n": float})[FIT_COLUMNS]
 
 
-def _fit_one_width(summary: pd.DataFrame) -> pd.DataFrame:
+def _fit_one_group(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for width, column in (("finite", "L_ST_min"), ("infinite", "L_ST_inf_min")):
         per_rep = []
@@ -102,18 +154,18 @@ def _fit_one_width(summary: pd.DataFrame) -> pd.DataFrame:
         slopes = np.array([r["exponent"] for r in per_rep if np.isfinite(r["exponent"])])
         se = float(slopes.std(ddof=1) / np.sqrt(len(slopes))) if len(slopes) > 1 else float("nan")
         a, b = loglog_fit(summary["L_TE"], summary[column])
-        rows.append({"width": width, "scope": "all", "replicate": -1, "exponent": a, "exponent_se": se,
+        rows.append({"width": width, "scope": "all", "replicate": pd.NA, "exponent": a, "exponent_se": se,
                      "intercept": b, "n_points": len(summary)})
         rows += per_rep
     return pd.DataFrame(rows)
 
 
-def overall_fit(fit: pd.DataFrame, width: str = "finite", m_st=None) -> pd.Series:
-    """The pooled fit row of one width kind: of student width ``m_st`` in a per-width fit,
-    else the only one."""
+def overall_fit(fit: pd.DataFrame, width: str = "finite", **where) -> pd.Series:
+    """The pooled fit row of one width kind, of the swept values ``where`` (``m_st=``, ``n=``,
+    ``rule=``) where there are several."""
     rows = fit[(fit["width"] == width) & (fit["scope"] == "all")]
-    if m_st is not None:
-        rows = rows[rows["m_st"] == m_st]
+    for column, value in where.items():
+        rows = rows[rows[column] == value]
     if len(rows) != 1:
-        raise ValueError(f"{len(rows)} pooled {width}-width fits; name the student width m_st")
+        raise ValueError(f"{len(rows)} pooled {width}-width fits; name the swept value ({', '.join(AXES)})")
     return rows.iloc[0]

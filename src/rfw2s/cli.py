@@ -19,6 +19,7 @@ import numpy as np
 from . import artifacts, resources, seeding, solve
 from . import backend as backends
 from .curves import OPERATOR_FILES
+from .finite_sample import draw_samples
 from .models import build_spec
 from .resources import DENSE_EIGH_MATRICES, memory_needed
 
@@ -77,11 +78,13 @@ def cmd_teachers(a):
     be = _backend(recipe["backend"])
     fits = {"replicate": np.int64(a.replicate), "m_te": np.asarray(recipe["m_te"], dtype=np.int64),
             "recipe": np.asarray(a.recipe)}
+    samples = recipe.get("samples")
     for spec, m_te in zip(recipe["models"], recipe["m_te"]):
         model = build_spec(spec)
         U = seeding.draw(model, recipe["seed"], "teacher", m_te, a.replicate)
-        with step(f"teacher fit M_TE={m_te}", be):
-            fit = solve.fit_teacher(model, U, backend=be)
+        X = None if samples is None else draw_samples(model, samples["seed"], samples["n"], a.replicate)
+        with step(f"teacher fit M_TE={m_te}" + ("" if X is None else f" on {len(X)} inputs"), be):
+            fit = solve.fit_teacher(model, U, samples=X, ridge=(samples or {}).get("ridge", 0.0), backend=be)
         log.info("M_TE=%d: L_TE = %.6e (rank %d of %d)", m_te, fit.loss, fit.rank, m_te)
         fits.update({f"features_{m_te}": U, f"coef_{m_te}": fit.coef, f"loss_{m_te}": np.float64(fit.loss),
                      f"rank_{m_te}": np.int64(fit.rank)})
@@ -147,18 +150,24 @@ def load_teachers(paths, sizes) -> dict[int, list[dict]]:
     return {r: [fits[m] for m in sizes] for r, fits in sorted(found.items())}
 
 
-def _solve(recipe: dict, files: dict[str, str], model, W, teachers, rule, be):
-    """The exact curves of the student ``W`` for ``teachers`` as ``recipe`` says (operator,
-    Lanczos settings), reading its cached ``files`` (if any), after checking the memory."""
+def _solve(recipe: dict, files: dict[str, str], model, W, teachers, rule, be, X=None):
+    """The exact curves of the student ``W`` (trained on the inputs ``X``, or the population)
+    for ``teachers`` as ``recipe`` says (operator, Lanczos settings), reading its cached
+    ``files`` (if any), after checking the memory."""
     from .curves import exact_curves
+    from .finite_sample import sample_curves
 
     operator = recipe["operator"]
+    pairs = [(t["features"], t["coef"]) for t in teachers]
+    steps = (recipe["lanczos"] or {}).get("max_steps", 0)
     # The eigenvectors are read, not computed, here: one M x M matrix, not eigh's peak.
     need = (8 * W.shape[0] ** 2 if operator == "eigh" else
-            memory_needed(W.shape[0], W.shape[1], operator, len(teachers), recipe["lanczos"]["max_steps"]))
+            memory_needed(W.shape[0], W.shape[1], operator, len(teachers), steps, None if X is None else len(X)))
     resources.ensure_memory(need, be.name, f"{operator} curves at M_ST = {W.shape[0]}")
-    return exact_curves(model, W, [(t["features"], t["coef"]) for t in teachers], rule, operator=operator,
-                        backend=be, lanczos=recipe["lanczos"], **_cached_operator(operator, files))
+    if X is not None:
+        return sample_curves(model, W, pairs, rule, X, operator=operator, backend=be, lanczos=recipe["lanczos"])
+    return exact_curves(model, W, pairs, rule, operator=operator, backend=be, lanczos=recipe["lanczos"],
+                        **_cached_operator(operator, files))
 
 
 def _log_convergence(result, tol):
@@ -177,11 +186,12 @@ def cmd_curves(a):
     import pandas as pd
 
     from . import analysis
-    from .spectral import learning_rule, log_grid
+    from .spectral import rules_of
 
     recipe = json.loads(a.recipe)
     be = _backend(recipe["backend"])
-    rule = learning_rule(recipe["rule"]["name"], log_grid(recipe["rule"]["grid"]))
+    rule = rules_of(recipe["rules"])
+    samples = recipe.get("samples")
     replicates = recipe["replicates"]
     files = operator_files_by_replicate(recipe["operator"], a.operator_files, replicates)
     teachers = load_teachers(a.teachers, recipe["m_te"])
@@ -191,28 +201,55 @@ def cmd_curves(a):
     frames, truncation = [], {}
     for replicate in replicates:
         model, W = _student(recipe, replicate)
+        X = None if samples is None else draw_samples(model, samples["seed"], samples["n"], replicate)
         with step(f"{recipe['operator']} curves: replicate {replicate}, M_ST={W.shape[0]}, "
-                  f"{len(teachers[replicate])} teachers, {rule.grid.size} grid values", be):
-            result = _solve(recipe, files[replicate], model, W, teachers[replicate], rule, be)
+                  f"{len(teachers[replicate])} teachers, {rule.grid.size} grid values"
+                  + ("" if X is None else f", trained on {len(X)} inputs"), be):
+            result = _solve(recipe, files[replicate], model, W, teachers[replicate], rule, be, X)
         if recipe["lanczos"]:
             _log_convergence(result, recipe["lanczos"]["tol"])
         infinite = []
         for t in teachers[replicate]:
-            curve = model.infinite_width(t["features"], t["coef"], rule) if hasattr(model, "infinite_width") else None
+            # The infinite-width student trained on the population (not on the sample), by the
+            # same filter: a step relative to lam_max as resolved for this draw.
+            curve = (model.infinite_width(t["features"], t["coef"], result.rule)
+                     if hasattr(model, "infinite_width") and X is None else None)
             infinite.append(curve)
             if curve is not None and curve.degree is not None:
                 bound = float(np.max(curve.error_bound / curve.losses))
                 truncation[f"{replicate}/{t['coef'].size}"] = {"degree": curve.degree, "relative_error_bound": bound}
                 log.info("M_TE=%d infinite width: degree %d, truncation error <= %.1e relative", t["coef"].size,
                          curve.degree, bound)
-        table = analysis.curve_table(replicate, W, teachers[replicate], rule, result, infinite)
-        for m_te, part in table.groupby("m_te", sort=False):
+        table = analysis.curve_table(replicate, W, teachers[replicate], rule, result, infinite,
+                                     floor=getattr(model, "loss_floor", float("nan")),
+                                     n=np.inf if X is None else len(X))
+        for (m_te, name), part in table.groupby(["m_te", "rule"], sort=False):
             best = int(np.argmin(part["L_ST"].to_numpy()))
-            log.info("replicate %d, M_TE=%d: best ratio %.4f at t = %.4g", replicate, m_te,
-                     part["ratio"].iloc[best], part["t"].iloc[best])
+            log.info("replicate %d, M_TE=%d, %s: best ratio %.4f at grid value %.4g", replicate, m_te, name,
+                     part["ratio"].iloc[best], part["grid"].iloc[best])
         frames.append(table)
     artifacts.save_parquet(a.out, pd.concat(frames, ignore_index=True),
                            _metadata(be, recipe=recipe, infinite_width_truncation=truncation))
+
+
+def cmd_degrees(a):
+    """The infinite-width student's loss and the teacher's error in each degree asked for."""
+    import pandas as pd
+
+    from . import analysis
+    from .spectral import rules_of
+
+    recipe = json.loads(a.recipe)
+    rule = rules_of(recipe["rules"])
+    teachers = load_teachers(a.teachers, recipe["m_te"])
+    models = [build_spec(spec) for spec in recipe["models"]]
+    frames = []
+    for replicate in recipe["replicates"]:
+        for model, teacher in zip(models, teachers[replicate]):
+            curve = model.infinite_width(teacher["features"], teacher["coef"], rule)
+            frames.append(analysis.degree_table(replicate, teacher, rule, curve, recipe["degrees"],
+                                                remainder=getattr(model, "radial_remainder", 0.0)))
+    artifacts.save_parquet(a.out, pd.concat(frames, ignore_index=True), _metadata(recipe=recipe))
 
 
 def cmd_aggregate(a):
@@ -223,7 +260,7 @@ def cmd_aggregate(a):
     recipe = json.loads(a.recipe)
     losses = analysis.sort_losses(pd.concat([pd.read_parquet(p) for p in a.curves], ignore_index=True))
     summary = analysis.summarize(losses)
-    fit = analysis.fit_exponents(summary, per_width=recipe["per_width"])
+    fit = analysis.fit_exponents(summary, by=recipe["fit_by"])
     meta = _metadata(experiment=a.experiment, recipe=recipe, curves=list(a.curves))
     artifacts.save_parquet(a.out_losses, losses, meta)
     artifacts.save_parquet(a.out_summary, summary, meta)
@@ -239,9 +276,25 @@ def cmd_figures(a):
     from . import plotting
 
     losses, summary, fit = (pd.read_parquet(p) for p in (a.losses, a.summary, a.fit))
+    shown = json.loads(a.show)
+    # An experiment sweeping widths or sample sizes: its Figure 2 at one of them; over several
+    # rules: 2(a) of the first, 2(b) of every rule.
+    at = {k: v for k, v in shown.items() if k != "rule"}
+    losses, summary, fit = (plotting.where(df, **at) for df in (losses, summary, fit))
+    title = ", ".join([a.title] + [f"{k} = {plotting.sweep_label(k, v)}" for k, v in at.items()])
     out = Path(a.out_dir)
-    plotting.save_figure(plotting.figure_2a(losses, title=a.title, spread=a.spread), out / "fig2a", a.dpi)
-    plotting.save_figure(plotting.figure_2b(summary, fit, title=a.title), out / "fig2b", a.dpi)
+    plotting.save_figure(plotting.figure_2a(plotting.where(losses, **shown), title=title, spread=a.spread),
+                         out / "fig2a", a.dpi)
+    plotting.save_figure(plotting.figure_2b(summary, fit, title=title), out / "fig2b", a.dpi)
+
+
+def cmd_degree_figure(a):
+    import pandas as pd
+
+    from . import plotting
+
+    degrees, losses = pd.read_parquet(a.degrees), pd.read_parquet(a.losses)
+    plotting.save_figure(plotting.figure_degrees(degrees, losses, title=a.title), Path(a.out), a.dpi)
 
 
 def cmd_ablation_figures(a):
@@ -250,9 +303,13 @@ def cmd_ablation_figures(a):
     from . import plotting
 
     summary, fit = pd.read_parquet(a.summary), pd.read_parquet(a.fit)
+    others = {k: v for k, v in json.loads(a.show).items() if k != a.sweep}  # the other swept axes, fixed
+    summary, fit = plotting.where(summary, **others), plotting.where(fit, **others)
     out = Path(a.out_dir)
-    plotting.save_figure(plotting.figure_ablation_heatmap(summary, title=a.title), out / "ablation_heatmap", a.dpi)
-    plotting.save_figure(plotting.figure_ablation_exponent(fit, title=a.title), out / "ablation_exponent", a.dpi)
+    plotting.save_figure(plotting.figure_ablation_heatmap(summary, a.sweep, title=a.title), out / "ablation_heatmap",
+                         a.dpi)
+    plotting.save_figure(plotting.figure_ablation_exponent(fit, a.sweep, title=a.title), out / "ablation_exponent",
+                         a.dpi)
 
 
 def cmd_validate(a):
@@ -299,9 +356,9 @@ def cmd_summary(a):
     folder = Path(a.folder)
     summary = pd.read_parquet(folder / "summary.parquet")
     fit = pd.read_parquet(folder / "fit.parquet")
-    table = summary.groupby(["m_st", "m_te"]).agg(
+    table = summary.groupby(["rule", "n", "m_st", "m_te"]).agg(
         L_TE=("L_TE", "mean"), L_ST_min=("L_ST_min", "mean"), ratio_best=("ratio_best", "mean"),
-        ratio_spread=("ratio_best", lambda r: r.max() - r.min()), t_best=("t_best", "median"),
+        ratio_spread=("ratio_best", lambda r: r.max() - r.min()), grid_best=("grid_best", "median"),
         ratio_inf_best=("ratio_inf_best", "mean"))
     with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
         print(f"{folder.name}: {summary['replicate'].nunique()} replicates (means over replicates)")
@@ -309,7 +366,8 @@ def cmd_summary(a):
     for _, row in fit[fit["scope"] == "all"].iterrows():
         if np.isfinite(row["exponent"]):
             where = " (M_ST varies with M_TE)" if pd.isna(row["m_st"]) else f" at M_ST = {row['m_st']}"
-            print(f"fitted exponent, {row['width']} width{where} (log min_t L_ST vs log L_TE): "
+            where += "" if row["n"] == np.inf else f", n = {row['n']:g}"
+            print(f"fitted exponent, {row['rule']}, {row['width']} width{where} (log min L_ST vs log L_TE): "
                   f"{row['exponent']:.3f} ± {row['exponent_se']:.3f} (standard error over replicates)")
 
 
@@ -349,6 +407,10 @@ def _parser() -> argparse.ArgumentParser:
                         "of each replicate, in the recipe's replicate order")
     s.add_argument("--out", required=True)
 
+    s = add("degrees", cmd_degrees, "the infinite-width loss and the teacher's error, degree by degree")
+    s.add_argument("--teachers", nargs="+", required=True, help="teacher files, one per replicate")
+    s.add_argument("--out", required=True)
+
     s = add("aggregate", cmd_aggregate, "loss, summary and fit tables of one experiment")
     s.add_argument("--experiment", required=True)
     s.add_argument("--curves", nargs="+", required=True)
@@ -360,10 +422,20 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument(opt, required=True)
     s.add_argument("--dpi", type=int, required=True)
     s.add_argument("--spread", choices=("range", "std"), required=True)
+    s.add_argument("--show", default="{}", help="JSON: the swept values to draw (m_st, n, rule) where there are "
+                                                "several")
 
-    s = add("ablation-figures", cmd_ablation_figures, "best-ratio heatmap and exponent against M_ST", recipe=False)
+    s = add("degree-figure", cmd_degree_figure, "the loss degree by degree", recipe=False)
+    for opt in ("--degrees", "--losses", "--title", "--out"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--dpi", type=int, required=True)
+
+    s = add("ablation-figures", cmd_ablation_figures, "best-ratio heatmap and exponent against M_ST or n",
+            recipe=False)
     for opt in ("--summary", "--fit", "--out-dir", "--title"):
         s.add_argument(opt, required=True)
+    s.add_argument("--sweep", choices=("m_st", "n"), default="m_st", help="the swept axis")
+    s.add_argument("--show", default="{}", help="JSON: the values of the other swept axes to draw")
     s.add_argument("--dpi", type=int, required=True)
 
     s = add("validate", cmd_validate, "finite width, infinite width and sampled-data training compared")

@@ -16,7 +16,8 @@ import re
 from . import models
 
 # Keys every experiment may have; all others are the model's own parameters.
-COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation", "gpu_only")
+COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation", "gpu_only", "degrees", "rule",
+               "samples", "teacher_samples")
 # A YAML 1.1 float without a sign in its exponent (1.0e2), which PyYAML leaves a string.
 _EXPONENT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE]\d+$")
 
@@ -150,16 +151,50 @@ def is_per_width(experiment: dict) -> bool:
 def student_widths(experiment: dict, spec: dict) -> list[int]:
     """The student widths trained on a teacher whose concrete model is ``spec``."""
     m_st = experiment["m_st"]
-    if isinstance(m_st, dict):  # {d_factor: f}: M_ST = round(f * d) of the concrete model
-        return [int(round(m_st["d_factor"] * spec["d"]))]
+    if isinstance(m_st, dict):  # M_ST = round(f d) or round(d^p) of the concrete model's d
+        if "d_factor" in m_st:
+            return [int(round(m_st["d_factor"] * spec["d"]))]
+        return [int(round(spec["d"] ** m_st["d_power"]))]
     return [int(m) for m in (m_st if isinstance(m_st, list) else [m_st])]
 
 
-def learning_rule(experiment: dict) -> dict:
-    """The experiment's learning rule as a recipe: name and grid (log-spaced)."""
-    t = experiment["t"]
-    return {"name": "gradient_flow", "grid": {"min": float(t["min"]), "max": float(t["max"]),
-                                              "num": int(t["num"])}}
+def _grid(spec: dict) -> dict:
+    return {"min": float(spec["min"]), "max": float(spec["max"]), "num": int(spec["num"])}
+
+
+def learning_rules(experiment: dict) -> list[dict]:
+    """The experiment's learning rules as recipes (name, grid, parameters): gradient flow on
+    the experiment's times ``t``, the others on their own grids."""
+    entries = experiment.get("rule", "gradient_flow")
+    rules = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+        name = entry.pop("name")
+        grid = experiment["t"] if name == "gradient_flow" else entry.pop("steps" if name == "gradient_descent" else "mu")
+        rules.append({"name": name, "grid": _grid(grid), **{k: float(v) for k, v in entry.items()}})
+    return rules
+
+
+def sample_sizes(experiment: dict) -> list[int | None]:
+    """The student's sample sizes (``None``: trained on the population)."""
+    samples = experiment.get("samples")
+    if samples is None:
+        return [None]
+    sizes = samples["n"] if isinstance(samples["n"], list) else [samples["n"]]
+    return [None if n == "population" else int(n) for n in sizes]
+
+
+def fit_axes(experiment: dict) -> list[str]:
+    """The columns the experiment sweeps (a list in the config): one fit, one heatmap column,
+    per value of each."""
+    axes = []
+    if is_per_width(experiment):
+        axes.append("m_st")
+    if isinstance((experiment.get("samples") or {}).get("n"), list):
+        axes.append("n")
+    if isinstance(experiment.get("rule"), list):
+        axes.append("rule")
+    return axes
 
 
 def drop_gpu_only(config: dict, backend: str) -> list[str]:
@@ -192,7 +227,24 @@ def semantic_problems(config: dict) -> list[str]:
             every = sorted({w for ws in widths.values() for w in ws})
             problems.append(f"{key}.m_te: every teacher size must be smaller than m_st = "
                             f"{every[0] if len(every) == 1 else every}; got {too_big}")
+        if "degrees" in exp and not getattr(models.model_module(exp["model"]), "PER_DEGREE", False):
+            problems.append(f"{key}.degrees: model {exp['model']} has no expansion in degrees; only "
+                            + ", ".join(n for n, m in sorted(models.REGISTRY.items()) if getattr(m, "PER_DEGREE", False))
+                            + " has")
+        rules = learning_rules(exp)
+        names = [r["name"] for r in rules]
+        if len(set(names)) != len(names):
+            problems.append(f"{key}.rule: each learning rule at most once; got {names}")
+        for r in rules:
+            if r["grid"]["min"] >= r["grid"]["max"]:
+                problems.append(f"{key}.rule: {r['name']}'s grid needs 0 < min < max; got {r['grid']}")
+        if "degrees" in exp and (exp.get("samples") or any("eta_times_lam_max" in r for r in rules)):
+            problems.append(f"{key}.degrees: the breakdown is of the population student (no samples) under a rule "
+                            "that needs no training kernel (an absolute gradient-descent step)")
         validation = exp.get("validation")
+        if validation and (exp.get("samples") or exp.get("teacher_samples") or names != ["gradient_flow"]):
+            problems.append(f"{key}.validation: the three-way check is of gradient flow on the population; drop "
+                            "samples, teacher_samples and other rules from this experiment, or the validation")
         if validation:
             if isinstance(exp["m_st"], (list, dict)):
                 problems.append(f"{key}.validation: needs a single integer m_st")

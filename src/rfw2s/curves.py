@@ -25,8 +25,10 @@ from .solve import losses_from_spectrum, student_spectrum
 log = logging.getLogger("rfw2s")
 
 OPERATORS = ("eigh", "cached", "stored", "tiled")
-# The cached files a solve through each operator reads, per student draw.
-OPERATOR_FILES = {"eigh": ("eigvals", "eigvecs"), "cached": ("gram",), "stored": (), "tiled": ()}
+# The cached files a solve through each operator reads, per student draw (the operators of a
+# student trained on samples, rfw2s.finite_sample.SAMPLE_OPERATORS, read none).
+OPERATOR_FILES = {"eigh": ("eigvals", "eigvecs"), "cached": ("gram",), "stored": (), "tiled": (), "svd": (),
+                  "krylov": (), "krylov-tiled": ()}
 # The solver behind each operator, as the tables' `solver` column names it.
 SOLVER_OF = {"eigh": "eigh", "cached": "lanczos", "stored": "lanczos", "tiled": "lanczos-matrix-free"}
 # Bump when a change alters the numbers of a kernel (gram_matrix, gram_tiles, a model's
@@ -80,6 +82,7 @@ class Curves:
     steps: int  # Lanczos steps (0 for eigh)
     achieved_tol: float  # Lanczos: max relative change over the last check (NaN for eigh)
     converged: bool
+    rule: object  # the filter as evaluated: a step relative to lam_max resolved for this kernel
 
 
 # Block size of the CPU's symmetric product (a block of doubles that stays in cache while
@@ -228,8 +231,9 @@ def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend=
         if operator == "eigh":
             lam, V = (be.asarray(a) for a in spectrum) if spectrum is not None else student_spectrum(model, Wx,
                                                                                                     backend=be)
+            rule = rule.bind(float(lam.max()))
             losses = to_numpy(losses_from_spectrum(lam, V, C, m, F, rule))
-            return Curves(losses, SOLVER_OF[operator], 0, float("nan"), True)
+            return Curves(losses, SOLVER_OF[operator], 0, float("nan"), True, rule)
         if operator == "tiled":
             matvec = tiled_matvec(model, Wx, M)
         else:
@@ -242,4 +246,5 @@ def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend=
                 stored = kernel if isinstance(kernel, UpperPanels) else be.asarray(kernel)
             matvec = dense_matvec(stored, M)
         result = lanczos_curves(matvec, M, C, m, F, rule, **{**LANCZOS_DEFAULTS, **(lanczos or {})})
-    return Curves(result.losses, SOLVER_OF[operator], result.steps, result.achieved_tol, result.converged)
+    return Curves(result.losses, SOLVER_OF[operator], result.steps, result.achieved_tol, result.converged,
+                  result.rule)

@@ -44,6 +44,7 @@ class KrylovCurves:
     steps: int  # Lanczos steps taken
     achieved_tol: float  # max relative change of the curves over the last CHECK_EVERY steps
     converged: bool  # achieved_tol <= the requested tolerance
+    rule: object  # the filter as evaluated (a relative step resolved against the top Ritz value)
 
 
 def _orthonormalize(W, scale: float, xp):
@@ -67,69 +68,98 @@ def _orthonormalize(W, scale: float, xp):
     return Q, B
 
 
-def lanczos_curves(matvec, M: int, c, m, F: float, rule, *, tol: float = LANCZOS_DEFAULTS["tol"],
-                   max_steps: int = LANCZOS_DEFAULTS["max_steps"], min_steps: int = 20) -> KrylovCurves:
-    """Exact-to-``tol`` loss curves of the student trained by ``rule`` (a spectral filter) on
-    each teacher in the columns of ``c``.
+class BlockLanczos:
+    """Block Lanczos with full re-orthogonalisation (twice) on a symmetric positive
+    semi-definite operator known by its products, started from the columns of ``X``
+    (``X = Q_1 R``). After ``k`` steps the block tridiagonal ``T_k`` and the basis ``Q_k`` (rows)
+    give ``X^T f(K) X ~ R^T E_1^T f(T_k) E_1 R`` and ``f(K) X ~ Q_k^T f(T_k) E_1 R``."""
 
-    ``matvec(X)`` returns ``H @ X`` for an ``(M, n + 1)`` block; ``c`` is ``(M, n)``
-    (``E[phi_j f_TE]`` per teacher), ``m`` is ``(M,)`` (``E[phi_j f*]``). Steps are added until
-    the curves change by less than ``tol`` (relative, every grid value) over the last
-    ``CHECK_EVERY`` steps, or ``max_steps`` is reached; the result says which, and never
-    holds NaN.
-    """
-    xp = array_namespace(c)
-    n = c.shape[1]
-    p = n + 1
-    X = xp.concatenate([c, m[:, None]], axis=1)
-    q, R = _orthonormalize(X, float(xp.max(xp.sqrt(xp.sum(X * X, axis=0)))), xp)
-    max_steps = min(max_steps, M)
-    basis = xp.zeros((max_steps * p, M))  # block k in rows k p ... (k + 1) p: the products are gemm
-    A = np.zeros((max_steps, p, p))
-    B = np.zeros((max_steps, p, p))
-    scale = 0.0
-    previous, achieved = None, np.inf
+    def __init__(self, matvec, X, max_steps: int):
+        self.xp = xp = array_namespace(X)
+        self.matvec = matvec
+        self.M, self.p = X.shape
+        self.q, self.R = _orthonormalize(X, float(xp.max(xp.sqrt(xp.sum(X * X, axis=0)))), xp)
+        self.max_steps = min(max_steps, self.M)
+        # Block k in rows k p ... (k + 1) p: the products with the basis are gemm.
+        self.basis = xp.zeros((self.max_steps * self.p, self.M))
+        self.A = np.zeros((self.max_steps, self.p, self.p))
+        self.B = np.zeros((self.max_steps, self.p, self.p))
+        self.steps = 0
+        self._scale = 0.0
 
-    def curves(k):
-        T = np.zeros((k * p, k * p))
-        for i in range(k):
-            T[i * p:(i + 1) * p, i * p:(i + 1) * p] = A[i]
-            if i + 1 < k:
-                T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = B[i]
-                T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = B[i].T
-        theta, S = np.linalg.eigh(T)
-        theta = np.maximum(theta, 0.0)  # H is PSD: negative Ritz values are round-off
-        V = R.T @ S[:p]  # x_i^T f(H) x_j ~ sum_l V[i, l] V[j, l] f(theta_l)
-        return loss_in_eigenbasis(rule, theta, V[:n].T, V[n], F, M)
-
-    for k in range(max_steps):
-        basis[k * p:(k + 1) * p] = q.T
-        w = matvec(q)
-        a = to_numpy(q.T @ w)
-        A[k] = (a + a.T) / 2.0
-        # Full re-orthogonalisation against every earlier block, twice.
-        earlier = basis[:(k + 1) * p]
+    def step(self) -> None:
+        k, p, xp = self.steps, self.p, self.xp
+        self.basis[k * p:(k + 1) * p] = self.q.T
+        w = self.matvec(self.q)
+        a = to_numpy(self.q.T @ w)
+        self.A[k] = (a + a.T) / 2.0
+        earlier = self.basis[:(k + 1) * p]
         for _ in range(2):
             w = w - earlier.T @ (earlier @ w)
-        if not np.all(np.isfinite(A[k])):
-            raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {M}, "
+        if not np.all(np.isfinite(self.A[k])):
+            raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {self.M}, "
                               f"backend {xp.__name__})")
-        scale = max(scale, float(np.max(np.abs(A[k]))))
-        q, B[k] = _orthonormalize(w, scale, xp)
-        if not np.all(np.isfinite(B[k])):
-            raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {M}, "
+        self._scale = max(self._scale, float(np.max(np.abs(self.A[k]))))
+        self.q, self.B[k] = _orthonormalize(w, self._scale, xp)
+        if not np.all(np.isfinite(self.B[k])):
+            raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {self.M}, "
                               f"backend {xp.__name__})")
-        steps = k + 1
-        if steps >= min_steps and (steps % CHECK_EVERY == 0 or steps == max_steps):
-            current = curves(steps)
+        self.steps = k + 1
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (clipped at 0: the operator is PSD, negative ones are round-off) and the
+        eigenvectors ``S`` of ``T_k`` (``T_k = S diag(theta) S^T``), on the host."""
+        k, p = self.steps, self.p
+        T = np.zeros((k * p, k * p))
+        for i in range(k):
+            T[i * p:(i + 1) * p, i * p:(i + 1) * p] = self.A[i]
+            if i + 1 < k:
+                T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = self.B[i]
+                T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = self.B[i].T
+        theta, S = np.linalg.eigh(T)
+        return np.maximum(theta, 0.0), S
+
+
+def run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int = 20) -> KrylovCurves:
+    """Lanczos steps until ``evaluate()`` (the curves and the rule they used, from the current
+    ``T_k``) changes by less than ``tol`` (relative, every value) over CHECK_EVERY steps, or the
+    step budget is spent; the result says which, and never holds NaN."""
+    previous, achieved = None, np.inf
+    while lanczos.steps < lanczos.max_steps:
+        lanczos.step()
+        steps = lanczos.steps
+        if steps >= min_steps and (steps % CHECK_EVERY == 0 or steps == lanczos.max_steps):
+            current, rule = evaluate()
             if previous is not None:
                 achieved = float(np.max(np.abs(current - previous) / np.abs(current)))
                 log.info("Lanczos step %d of at most %d: curves changed by %.2e (target %.0e)",
-                         steps, max_steps, achieved, tol)
+                         steps, lanczos.max_steps, achieved, tol)
                 if achieved <= tol:
-                    return KrylovCurves(current, steps, achieved, True)
+                    return KrylovCurves(current, steps, achieved, True, rule)
             previous = current
-    current = curves(steps)
+    current, rule = evaluate()
     if not np.all(np.isfinite(current)):
-        raise SolverError(f"Lanczos quadrature gave non-finite losses (M = {M}, {steps} steps)")
-    return KrylovCurves(current, steps, achieved, achieved <= tol)
+        raise SolverError(f"Lanczos quadrature gave non-finite losses (M = {lanczos.M}, {lanczos.steps} steps)")
+    return KrylovCurves(current, lanczos.steps, achieved, achieved <= tol, rule)
+
+
+def lanczos_curves(matvec, M: int, c, m, F: float, rule, *, tol: float = LANCZOS_DEFAULTS["tol"],
+                   max_steps: int = LANCZOS_DEFAULTS["max_steps"], min_steps: int = 20) -> KrylovCurves:
+    """Exact-to-``tol`` loss curves of the student trained by ``rule`` (a spectral filter) on
+    the population, for each teacher in the columns of ``c``.
+
+    ``matvec(X)`` returns ``H @ X`` for an ``(M, n + 1)`` block; ``c`` is ``(M, n)``
+    (``E[phi_j f_TE]`` per teacher), ``m`` is ``(M,)`` (``E[phi_j f*]``). One process on the block
+    ``[c, m]``; a step relative to ``lam_max`` is resolved against the largest Ritz value.
+    """
+    xp = array_namespace(c)
+    n = c.shape[1]
+    lanczos = BlockLanczos(matvec, xp.concatenate([c, m[:, None]], axis=1), max_steps)
+
+    def evaluate():
+        theta, S = lanczos.ritz()
+        V = lanczos.R.T @ S[:lanczos.p]  # x_i^T f(H) x_j ~ sum_l V[i, l] V[j, l] f(theta_l)
+        bound = rule.bind(float(theta.max()))
+        return loss_in_eigenbasis(bound, theta, V[:n].T, V[n], F, M), bound
+
+    return run_to_tolerance(lanczos, evaluate, tol, min_steps)

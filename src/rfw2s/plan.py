@@ -69,7 +69,9 @@ class Student:
 
     @property
     def name(self) -> str:  # e.g. relu_sphere-d32-m16384-seed0 (readable; the key's hash identifies)
-        def text(value):
+        def text(value):  # a nested parameter by its kind (the hash tells the rest)
+            if isinstance(value, dict):
+                return str(value.get("kind", "x"))
             return f"{value:.6g}" if isinstance(value, float) else str(value)
 
         params = "-".join(f"{k}{text(self.spec[k])}" for k in sorted(self.spec) if k != "name")
@@ -83,26 +85,33 @@ class Student:
 @dataclass
 class Experiment:
     name: str
-    per_width: bool  # fitted and drawn per student width
+    axes: list[str]  # the columns it sweeps (rfw2s.config.fit_axes): one fit per value of each
     teachers: str  # teacher key
     replicates: int
     curves: list[str]  # curve keys aggregated into its tables
     validation: dict | None = None  # recipe of its validation job
+    degrees: dict | None = None  # recipe of its per-degree breakdown
     convergence: list[str] = field(default_factory=list)  # curve keys of the validation's widths
     sampled_operator: list[str] = field(default_factory=list)  # cached files of the sampled student
+    shown: dict = field(default_factory=dict)  # the swept values Figures 2(a)/(b) show
 
     @property
     def folder(self) -> str:
         return f"{RESULTS}/{self.name}"
 
     @property
+    def sweep(self) -> str | None:
+        """The axis of the heatmap and exponent figures: student width, or sample size."""
+        return next((axis for axis in ("m_st", "n") if axis in self.axes), None)
+
+    @property
     def figures(self) -> list[str]:
-        figures = ["ablation_heatmap", "ablation_exponent"] if self.per_width else ["fig2a", "fig2b"]
-        return figures + (["validation"] if self.validation else [])
+        figures = ["fig2a", "fig2b"] + (["ablation_heatmap", "ablation_exponent"] if self.sweep else [])
+        return figures + [name for name in ("validation", "degrees") if getattr(self, name)]
 
     @property
     def tables(self) -> list[str]:
-        return ["losses", "summary", "fit"] + (["validation"] if self.validation else [])
+        return ["losses", "summary", "fit"] + [name for name in ("validation", "degrees") if getattr(self, name)]
 
 
 def kernel_job_layout(d: int) -> str:
@@ -111,19 +120,24 @@ def kernel_job_layout(d: int) -> str:
     return "whole" if d >= PRODUCT_BOUND_DIM else "tiles"
 
 
-def choose_operator(student: Student, settings: dict, memory: int, backend: str) -> str:
-    """How the curve job reaches ``H`` (:data:`rfw2s.curves.OPERATORS`), decided once here.
+def choose_operator(student: Student, settings: dict, memory: int, backend: str, n: int | None = None) -> str:
+    """How the curve job reaches ``H`` (:data:`rfw2s.curves.OPERATORS`, or for a student on
+    ``n`` inputs :data:`rfw2s.finite_sample.SAMPLE_OPERATORS`), decided once here.
 
-    ``solver: eigh``: ``eigh``. Lanczos: ``tiled`` where ``matrix_free`` is ``always``, or
-    ``auto`` and the kernel would take more than half of ``memory``; else a stored kernel,
-    ``cached`` by a kernel job or ``stored`` in the curve job: ``kernel_cache: auto`` caches
-    on the CPU when the feature dimension is at least PRODUCT_BOUND_DIM (building costs more
-    than writing and reading back; a model without ``d``: always), never on a GPU.
+    ``solver: eigh``: ``eigh`` (on samples: ``svd``). Lanczos: ``tiled`` where ``matrix_free``
+    is ``always``, or ``auto`` and the kernel would take more than half of ``memory``; else a
+    stored kernel, ``cached`` by a kernel job or ``stored`` in the curve job: ``kernel_cache:
+    auto`` caches on the CPU when the feature dimension is at least PRODUCT_BOUND_DIM (building
+    costs more than writing and reading back; a model without ``d``: always), never on a GPU.
+    On samples the population kernel is stored (``krylov``) or tiled (``krylov-tiled``).
     """
     if settings["solver"] == "eigh":
-        return "eigh"
+        return "eigh" if n is None else "svd"
     choice = settings["matrix_free"]
-    if choice == "always" or (choice == "auto" and 8 * student.m_st**2 > memory / 2):
+    tiled = choice == "always" or (choice == "auto" and 8 * student.m_st**2 > memory / 2)
+    if n is not None:
+        return "krylov-tiled" if tiled else "krylov"
+    if tiled:
         return "tiled"
     cache = settings["kernel_cache"]
     if cache == "auto":
@@ -168,7 +182,7 @@ class Plan:
         sizes = [int(m) for m in exp["m_te"]]
         specs = [configuration.model_spec(exp, m) for m in sizes]
         recipe = {"step": "teachers", "version": TEACHERS_VERSION, "model_version": models.model_version(exp["model"]),
-                  "models": specs, "m_te": sizes, "seed": int(exp["seed"]),
+                  "models": specs, "m_te": sizes, "seed": int(exp["seed"]), "samples": exp.get("teacher_samples"),
                   # Fits are at most M_TE x M_TE: under `auto` they stay on NumPy (a GPU's
                   # start-up would cost more than the fits).
                   "backend": "cupy" if self.config["backend"] == "cupy" else "numpy"}
@@ -201,20 +215,24 @@ class Plan:
                                                      "backend": self.config["backend"]}))
         return {"kernel": kernel, "eigh": eigh}
 
-    def _solve_recipe(self, student: Student, sizes: list[int], teachers: Step, exp_name: str) -> tuple[dict, list[str]]:
-        """What a solve on ``student`` for ``sizes`` depends on, and the problems it would hit here."""
-        operator = choose_operator(student, self.settings, self.memory, self.backend)
+    def _solve_recipe(self, student: Student, sizes: list[int], teachers: Step, exp_name: str,
+                      samples: dict | None = None) -> tuple[dict, list[str]]:
+        """What a solve on ``student`` (trained on ``samples``, or the population) for ``sizes``
+        depends on, and the problems it would hit here."""
+        n = None if samples is None else samples["n"]
+        operator = choose_operator(student, self.settings, self.memory, self.backend, n)
         upstream = self._operator_steps(student, operator)
         recipe = {"model": student.spec, "model_version": models.model_version(student.spec["name"]),
                   "seed": student.seed, "m_st": student.m_st, "teachers": teachers.key, "m_te": sizes,
-                  "operator": operator, "backend": self.config["backend"],
-                  "lanczos": None if operator == "eigh" else dict(self.settings["lanczos"]),
+                  "samples": samples, "operator": operator, "backend": self.config["backend"],
+                  "lanczos": None if operator in ("eigh", "svd") else dict(self.settings["lanczos"]),
                   **{name: step.key for name, step in upstream.items()}}
-        return recipe, self._feasibility(exp_name, student, operator, len(sizes))
+        return recipe, self._feasibility(exp_name, student, operator, len(sizes), n)
 
-    def _feasibility(self, exp_name: str, student: Student, operator: str, n_teachers: int) -> list[str]:
+    def _feasibility(self, exp_name: str, student: Student, operator: str, n_teachers: int,
+                     n: int | None = None) -> list[str]:
         where = "GPU" if self.backend == "cupy" else "machine"
-        need = memory_needed(student.m_st, student.d, operator, n_teachers, self.settings["lanczos"]["max_steps"])
+        need = memory_needed(student.m_st, student.d, operator, n_teachers, self.settings["lanczos"]["max_steps"], n)
         if operator == "eigh" and self.backend == "numpy" and student.m_st > NUMPY_EIGH_MAX_N:
             return [f"experiments.{exp_name}: student width {student.m_st} exceeds LAPACK's dense eigh limit on the "
                     f"CPU (n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st"]
@@ -223,24 +241,38 @@ class Plan:
                     f"more than the {format_bytes(self.memory)} of this {where}"]
         return []
 
-    def _curves(self, name: str, exp: dict, teachers: Step, widths=None) -> tuple[list[str], list[str]]:
+    def _curves(self, name: str, exp: dict, teachers: Step, widths=None, population: bool = False):
+        """Curve steps of an experiment (one per student and sample size; ``population``: only
+        the population's, as the validation compares), and the problems they would hit here."""
         keys, problems = [], []
         replicates = list(range(int(exp["replicates"])))
+        sizes_n = [None] if population else configuration.sample_sizes(exp)
         for student, sizes in self._students(exp, widths).values():
-            solve, found = self._solve_recipe(student, sizes, teachers, name)
-            recipe = {"step": "curves", "version": CURVES_VERSION, **solve, "replicates": replicates,
-                      "rule": configuration.learning_rule(exp)}
-            keys.append(self._add(Step("curves", student.name, recipe)).key)
-            problems += found
+            for n in sizes_n:
+                samples = None if n is None else {"n": n, "seed": int(exp["samples"]["seed"])}
+                solve, found = self._solve_recipe(student, sizes, teachers, name, samples)
+                recipe = {"step": "curves", "version": CURVES_VERSION, **solve, "replicates": replicates,
+                          "rules": configuration.learning_rules(exp)}
+                name_n = student.name + ("" if n is None else f"-n{n}")
+                keys.append(self._add(Step("curves", name_n, recipe)).key)
+                problems += found
         return keys, problems
 
     def _plan_experiment(self, name: str, exp: dict) -> list[str]:
         teachers = self._teachers(exp)
         curves, problems = self._curves(name, exp, teachers)
-        plan = Experiment(name, configuration.is_per_width(exp), teachers.key, int(exp["replicates"]), curves)
+        axes = configuration.fit_axes(exp)
+        shown = {}
+        if "m_st" in axes:
+            shown["m_st"] = max(int(w) for w in exp["m_st"])
+        if "n" in axes:
+            shown["n"] = max(float("inf") if n is None else float(n) for n in configuration.sample_sizes(exp))
+        if "rule" in axes:
+            shown["rule"] = configuration.learning_rules(exp)[0]["name"]
+        plan = Experiment(name, axes, teachers.key, int(exp["replicates"]), curves, shown=shown)
         validation = exp.get("validation")
         if validation:
-            plan.convergence, found = self._curves(name, exp, teachers, validation["convergence_m_st"])
+            plan.convergence, found = self._curves(name, exp, teachers, validation["convergence_m_st"], population=True)
             problems += found
             student = Student(configuration.model_spec(exp, exp["m_te"][0]), int(validation["sampled"]["m_st"]),
                               int(exp["seed"]))
@@ -249,6 +281,11 @@ class Plan:
             plan.validation = {"step": "validation", "version": SAMPLED_VERSION, "curves_version": CURVES_VERSION,
                                **solve, "sampled": validation["sampled"]}
             plan.sampled_operator = self.operator_files(plan.validation, [0])
+        if "degrees" in exp:
+            plan.degrees = {"step": "degrees", "version": CURVES_VERSION, "teachers": teachers.key,
+                            "models": teachers.recipe["models"], "m_te": teachers.recipe["m_te"],
+                            "replicates": list(range(int(exp["replicates"]))),
+                            "rules": configuration.learning_rules(exp), "degrees": [int(k) for k in exp["degrees"]]}
         self.experiments[name] = plan
         return problems
 
@@ -298,6 +335,10 @@ class Plan:
         return {"losses": f"{exp.folder}/losses.parquet", "teachers": [self.teacher_file(exp.teachers, 0)],
                 "convergence": [self.curves_file(k) for k in exp.convergence], "operator": exp.sampled_operator}
 
+    def degree_inputs(self, name: str) -> list[str]:
+        exp = self.experiments[name]
+        return [self.teacher_file(exp.teachers, r) for r in exp.degrees["replicates"]]
+
     def outputs(self, names=None) -> list[str]:
         """Every final file of the experiments ``names`` (default: all)."""
         out = []
@@ -307,32 +348,35 @@ class Plan:
             out += [f"{exp.folder}/figures/{f}.{ext}" for f in exp.figures for ext in ("png", "pdf")]
         return out
 
-    def _solve_of(self, kind: str, recipe: dict) -> tuple[Student, str, int]:
-        """The student, operator and teacher count of a kernel, eigh, curve or validation
-        recipe (for its memory and time limits)."""
+    def _solve_of(self, kind: str, recipe: dict) -> tuple[Student, str, int, int | None]:
+        """The student, operator, teacher count and sample size of a kernel, eigh, curve or
+        validation recipe (for its memory and time limits)."""
         if kind == "eigh":
             recipe = self.step("kernel", recipe["kernel"]).recipe
         student = Student(recipe["model"], recipe["m_st"], recipe["seed"])
         if kind in ("kernel", "eigh"):
             operator = "eigh" if kind == "eigh" else "stored" if recipe["layout"] == "whole" else "tiled"
-            return student, operator, 0
-        return student, recipe["operator"], len(recipe["m_te"])
+            return student, operator, 0, None
+        return student, recipe["operator"], len(recipe["m_te"]), (recipe.get("samples") or {}).get("n")
 
     def memory_mb(self, kind: str, recipe: dict) -> int:
         """A job's peak memory (the estimates the feasibility check uses) plus 1 GiB for the
         interpreter and libraries."""
-        student, operator, n = self._solve_of(kind, recipe)
-        max_steps = self.settings["lanczos"]["max_steps"] if n else 0
-        return 1024 + memory_needed(student.m_st, student.d, operator, n, max_steps) // 2**20
+        student, operator, teachers, n = self._solve_of(kind, recipe)
+        max_steps = self.settings["lanczos"]["max_steps"] if teachers else 0
+        return 1024 + memory_needed(student.m_st, student.d, operator, teachers, max_steps, n) // 2**20
 
     def runtime_min(self, kind: str, recipe: dict) -> int:
         """A generous time limit in minutes from the student's width (CPU scaling: dense eigh
         ~ M^3, measured 9 min at 16384 on 2 cores; the other steps ~ M^2)."""
-        M = self._solve_of(kind, recipe)[0].m_st
+        student, operator, _, n = self._solve_of(kind, recipe)
+        M = student.m_st
         scale = (M / 16384) ** 3 * 30 if kind == "eigh" else (M / 16384) ** 2 * 20
+        if n is not None:  # a pass over the sample's features per step, or their SVD
+            scale += (n * M / 16384**2) * (60 if operator == "svd" else 20)
         return int(15 + scale)
 
     def tables_recipe(self, name: str) -> dict:
         from .analysis import TABLES_VERSION  # here: pandas is not needed to plan
 
-        return {"version": TABLES_VERSION, "per_width": self.experiments[name].per_width}
+        return {"version": TABLES_VERSION, "fit_by": self.experiments[name].axes}

@@ -19,11 +19,18 @@ class InsufficientResources(RuntimeError):
     pass
 
 
-def memory_needed(M: int, d: int, operator: str, n_teachers: int, max_steps: int) -> int:
+def memory_needed(M: int, d: int, operator: str, n_teachers: int, max_steps: int, n: int | None = None) -> int:
     """Peak bytes (estimate, float64) of a solve on an ``M``-wide student in dimension ``d``
     reaching ``H`` through ``operator`` (:data:`rfw2s.curves.OPERATORS`; ``eigh``: the
-    eigendecomposition itself) for ``n_teachers`` with a Lanczos budget of ``max_steps``."""
+    eigendecomposition itself; :data:`rfw2s.finite_sample.SAMPLE_OPERATORS` for a student on
+    ``n`` inputs) for ``n_teachers`` with a Lanczos budget of ``max_steps``."""
     features = 8 * M * d
+    if operator == "svd":  # the sample's features, its thin SVD (U, V^T, workspace), H stored
+        r = min(n, M)
+        return 8 * n * M * 3 + 8 * r * (n + M) + 8 * M**2 + features
+    if operator in ("krylov", "krylov-tiled"):  # the sample's features, the basis and H on it
+        population = "stored" if operator == "krylov" else "tiled"
+        return 8 * n * M + 2 * 8 * max_steps * M * n_teachers + memory_needed(M, d, population, 0, 0)
     if operator == "eigh":
         return DENSE_EIGH_MATRICES * 8 * M**2 + features
     krylov = 8 * max_steps * M * (n_teachers + 1)  # the Lanczos basis

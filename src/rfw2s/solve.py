@@ -54,23 +54,38 @@ class TeacherFit:
     rank: int  # numerical rank of G_TE used in the pseudo-inverse
 
 
-def fit_teacher(model, U, *, backend="numpy") -> TeacherFit:
-    """Population least squares of ``f*`` on the teacher's features (the converged teacher).
+def fit_teacher(model, U, samples=None, ridge: float = 0.0, *, backend="numpy") -> TeacherFit:
+    """The converged teacher: least squares of ``f*`` on the teacher's features, on the
+    population (``samples=None``) or on the inputs ``samples`` (``n x d``), with the penalty
+    ``ridge/2 |coef|^2`` (0: the minimum-norm solution); ``.loss`` is always the population
+    ``L_TE = F - 2 coef . m_TE + coef^T G_TE coef``.
 
-    ``coef = pinv(G_TE) m_TE`` through ``eigh`` with a relative cut-off, so a singular or
-    ill-conditioned ``G_TE`` (duplicate features, say) gives the same function as its
-    well-posed reduction instead of NaNs; ``L_TE = F - m_TE . coef``.
+    Minimum norm through an eigendecomposition with a relative cut-off (the population's
+    ``G_TE``, or the sample's ``Phi^T Phi / n``), so a singular or ill-conditioned problem
+    (duplicate features, fewer inputs than features) gives the function of its well-posed
+    reduction instead of NaNs.
     """
+    if not (np.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"the teacher's ridge penalty must be a number >= 0; got {ridge!r}")
     be = as_backend(backend)
     Ux = be.asarray(U)
     G = model.gram(Ux, Ux)
     m = model.target_moments(Ux)
-    w, V = symmetric_eigh(G, be)
-    keep = w > relative_cutoff(w, G.shape[0])
-    proj = V.T @ m
-    coef = V @ be.xp.where(keep, proj / be.xp.where(keep, w, 1.0), 0.0)
     F = model.target_norm2
-    loss = F - float(m @ coef)
+    if samples is None:
+        system, rhs = G, m  # the normal equations of the population: G coef = m
+    else:
+        X = be.asarray(samples)
+        Phi = model.features(X, Ux)
+        system, rhs = Phi.T @ Phi / X.shape[0], Phi.T @ model.target(X) / X.shape[0]
+    w, V = symmetric_eigh(system, be)
+    keep = (w > relative_cutoff(w, system.shape[0])) | (ridge > 0)
+    proj = V.T @ rhs
+    coef = V @ be.xp.where(keep, proj / be.xp.where(keep, w + ridge, 1.0), 0.0)
+    if samples is None and ridge == 0:
+        loss = F - float(m @ coef)
+    else:
+        loss = F - 2.0 * float(m @ coef) + float(coef @ G @ coef)
     # Cancellation can leave a loss a few ulps below zero when f* is (almost) in the span.
     tol = 64 * np.finfo(np.float64).eps * F
     if loss < -tol:
@@ -111,14 +126,30 @@ def losses_from_spectrum(lam, V, c, m, F: float, rule):
     return out[0] if single else out
 
 
-def student_losses(model, W, U, coef, grid, rule: str = "gradient_flow", *, backend="numpy") -> np.ndarray:
-    """Exact finite-width population loss of the student ``W`` trained on the teacher
-    ``(U, coef)`` by ``rule`` (``"gradient_flow"``: ``grid`` holds times ``t``), one value per
-    grid value. Inputs are NumPy arrays (feature directions as rows); returns a NumPy array.
+def student_losses(model, W, U, coef, grid, rule: str = "gradient_flow", step=None, samples=None, *,
+                   backend="numpy") -> np.ndarray:
+    """Exact population loss of the student ``W`` trained on the teacher ``(U, coef)``, one
+    value per grid value.
+
+    ``rule``: ``"gradient_flow"`` (``grid``: times ``t``), ``"gradient_descent"`` (``grid``: step
+    counts, ``step``: the step ``eta``, refused at or above ``2 / lam_max``) or ``"ridge"``
+    (``grid``: penalties ``mu``). ``samples``: ``None`` (trained on the population) or an
+    ``n x d`` NumPy array of inputs, labelled by the teacher. Dense solvers (eigh; the thin SVD
+    of the sample). Inputs are NumPy arrays (feature directions as rows); returns NumPy.
     """
     be = as_backend(backend)
+    parameters = {"eta": step} if rule == "gradient_descent" else {}
+    if step is not None and rule != "gradient_descent":
+        raise ValueError(f"a step is a gradient-descent parameter; rule {rule!r} takes none")
+    filt = learning_rule(rule, grid, **parameters)
+    if samples is not None:
+        from .finite_sample import sample_curves
+
+        return sample_curves(model, W, [(U, coef)], filt, np.asarray(samples, float), operator="svd",
+                             backend=be).losses[0]
     Wx, Ux = be.asarray(W), be.asarray(U)
     lam, V = student_spectrum(model, Wx, backend=be)
     c = model.gram(Wx, Ux) @ be.asarray(coef)
     m = model.target_moments(Wx)
-    return to_numpy(losses_from_spectrum(lam, V, c, m, model.target_norm2, learning_rule(rule, grid)))
+    filt = filt.bind(float(lam.max()))
+    return to_numpy(losses_from_spectrum(lam, V, c, m, model.target_norm2, filt))

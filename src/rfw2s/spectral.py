@@ -1,5 +1,5 @@
-"""Learning rules as spectral filters, the loss of a filtered student in an eigenbasis, and
-the infinite-width student of any model that has one.
+"""Learning rules as spectral filters (gradient flow, gradient descent, ridge), the loss of a
+filtered student in an eigenbasis, and the infinite-width student of any model that has one.
 
 The student's top layer, ``f = M^{-1/2} sum_j theta_j phi_j`` trained from ``theta = 0`` on
 the loss ``1/2 E[(f - y)^2]``, ends at ``theta = phi(H) b`` for a *filter* ``phi`` of the
@@ -38,13 +38,22 @@ class GradientFlow:
     cut-off and 0 below (gradient flow never moves in the null space)."""
 
     name = "gradient_flow"
-    axis = "t"  # the grid's column in the tables
+    axis = "t"  # what the grid holds
 
     def __init__(self, t):
         t = np.asarray(t, dtype=np.float64).reshape(-1)
         if np.any(np.isnan(t)) or np.any(t < 0):
             raise ValueError("gradient-flow times t must be non-negative numbers")
         self.grid = t
+
+    @property
+    def times(self) -> np.ndarray:
+        """The training time of each grid value."""
+        return self.grid
+
+    def bind(self, lam_max: float):
+        """This filter for a training kernel whose largest eigenvalue is ``lam_max``."""
+        return self
 
     def __call__(self, lam):
         """``phi`` at every time (rows) and eigenvalue (columns): ``-expm1(-t lam) / lam``."""
@@ -71,17 +80,166 @@ class GradientFlow:
     def progress_bound(self, lam):
         """``min(1, t lam) >= e(lam')`` for every ``0 <= lam' <= lam`` (a truncated series'
         error bound), at every time (rows) and eigenvalue (columns, or a scalar's one)."""
-        lam = np.asarray(lam, dtype=np.float64)
-        with np.errstate(invalid="ignore"):  # inf * 0, replaced below
-            bound = np.minimum(1.0, np.multiply.outer(self.grid, lam))
-        return np.where(lam > 0, bound, 0.0)
+        return _bound(self.grid, lam)
 
 
-RULES = {GradientFlow.name: GradientFlow}
+def _bound(scale, lam):
+    """``min(1, scale lam)`` (0 where ``lam = 0``) at every ``scale`` (rows) and eigenvalue."""
+    lam = np.asarray(lam, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # inf * 0, replaced below
+        bound = np.minimum(1.0, np.multiply.outer(scale, lam))
+    return np.where(lam > 0, bound, 0.0)
+
+
+class GradientDescent:
+    """Full-batch gradient descent from zero, ``k`` steps of size ``eta``:
+    ``phi(lam) = (1 - (1 - eta lam)^k) / lam`` (``= k eta`` at ``lam = 0``), plotted at ``t = eta k``.
+
+    ``eta`` is absolute, or ``eta_times_lam_max`` of the training kernel's largest eigenvalue
+    (resolved by :meth:`bind`); gradient descent is stable only for ``eta < 2 / lam_max``.
+    """
+
+    name = "gradient_descent"
+    axis = "steps"
+
+    def __init__(self, steps, eta: float | None = None, eta_times_lam_max: float | None = None):
+        k = np.asarray(steps, dtype=np.float64).reshape(-1)
+        if np.any(~np.isfinite(k)) or np.any(k < 0) or np.any(k != np.round(k)):
+            raise ValueError("gradient-descent step counts must be non-negative integers")
+        if (eta is None) == (eta_times_lam_max is None):
+            raise ValueError("gradient descent takes a step eta, or eta_times_lam_max, not both")
+        given = eta if eta is not None else eta_times_lam_max
+        if not (np.isfinite(given) and given > 0):
+            raise ValueError(f"gradient descent needs a positive step; got {given!r}")
+        self.grid, self.eta, self.eta_times_lam_max = k, eta, eta_times_lam_max
+
+    @property
+    def times(self) -> np.ndarray:
+        self._need_eta()
+        return self.eta * self.grid
+
+    def _need_eta(self):
+        if self.eta is None:
+            raise ValueError("this gradient-descent step is relative to lam_max: bind() it to a kernel first")
+
+    def bind(self, lam_max: float):
+        """The step resolved for a training kernel whose largest eigenvalue is ``lam_max``, and
+        refused at or above the stability limit ``2 / lam_max`` (naming the largest stable step)."""
+        eta = self.eta if self.eta is not None else self.eta_times_lam_max / lam_max
+        limit = 2.0 / lam_max
+        if not eta < limit:
+            raise ValueError(f"step eta = {eta:.6g} is unstable for this kernel: gradient descent needs "
+                             f"0 < eta < 2 / lam_max = {limit:.6g} (lam_max = {lam_max:.6g})")
+        return GradientDescent(self.grid, eta=eta)
+
+    def _decay(self, xp, lam):
+        """``(1 - eta lam)^k`` at every step count (rows) and eigenvalue (columns), accurate where
+        ``eta lam`` is tiny (through ``log1p``) and with its sign where ``1 < eta lam < 2``."""
+        self._need_eta()
+        k = xp.asarray(self.grid, dtype=xp.float64).reshape(-1, 1)
+        base = 1.0 - self.eta * lam.reshape(1, -1)
+        magnitude = xp.exp(k * xp.log(xp.where(base == 0, 1.0, xp.abs(base))))
+        magnitude = xp.where(base == 0, (k == 0) * 1.0, magnitude)
+        odd = (k % 2) == 1
+        return xp.where((base < 0) & odd, -magnitude, magnitude), base
+
+    def __call__(self, lam):
+        xp = array_namespace(lam)
+        lam = lam.reshape(1, -1)
+        k = xp.asarray(self.grid, dtype=xp.float64).reshape(-1, 1)
+        e = self._progress(xp, lam)
+        positive = lam > 0
+        return xp.where(positive, e / xp.where(positive, lam, 1.0), k * self.eta)
+
+    def _progress(self, xp, lam):
+        decay, base = self._decay(xp, lam)
+        k = xp.asarray(self.grid, dtype=xp.float64).reshape(-1, 1)
+        # 1 - (1 - x)^k = -expm1(k log1p(-x)) for 0 <= x < 1: no cancellation at small x.
+        small = -xp.expm1(k * xp.log1p(-xp.where(base > 0, self.eta * lam.reshape(1, -1), 0.0)))
+        return xp.where(base > 0, small, 1.0 - decay)
+
+    def progress(self, lam):
+        lam = np.asarray(lam, dtype=np.float64).reshape(1, -1)
+        return np.where(lam > 0, self._progress(np, lam), 0.0)
+
+    def progress_bound(self, lam):
+        """``min(1, k eta lam)``: Bernoulli's inequality, for ``eta lam <= 1`` (the omitted
+        eigenvalues of a series, which are tiny)."""
+        self._need_eta()
+        return _bound(self.eta * self.grid, lam)
+
+
+class Ridge:
+    """Ridge regression, the penalty ``mu`` on ``1/2 E[(f - y)^2] + mu/2 |theta|^2``:
+    ``phi(lam) = 1 / (lam + mu)``, its progress ``lam / (lam + mu)``. No training time."""
+
+    name = "ridge"
+    axis = "mu"
+
+    def __init__(self, mu):
+        mu = np.asarray(mu, dtype=np.float64).reshape(-1)
+        if np.any(~np.isfinite(mu)) or np.any(mu <= 0):
+            raise ValueError("ridge penalties mu must be positive numbers")
+        self.grid = mu
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.full_like(self.grid, np.nan)
+
+    def bind(self, lam_max: float):
+        return self
+
+    def __call__(self, lam):
+        xp = array_namespace(lam)
+        return 1.0 / (lam.reshape(1, -1) + xp.asarray(self.grid, dtype=xp.float64).reshape(-1, 1))
+
+    def progress(self, lam):
+        lam = np.asarray(lam, dtype=np.float64).reshape(1, -1)
+        return lam / (lam + self.grid[:, None])
+
+    def progress_bound(self, lam):
+        """``min(1, lam / mu)``."""
+        return _bound(1.0 / self.grid, lam)
+
+
+class RuleSet:
+    """Several filters evaluated as one, their grids one after another: one solve (one Lanczos
+    process, one eigendecomposition) serves every rule; :meth:`split` gives each its part."""
+
+    name = "rules"
+
+    def __init__(self, rules):
+        self.rules = list(rules)
+        self.grid = np.concatenate([r.grid for r in self.rules])
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.concatenate([r.times for r in self.rules])
+
+    def bind(self, lam_max: float):
+        return RuleSet([r.bind(lam_max) for r in self.rules])
+
+    def split(self, values):
+        """``values`` along the last axis (one per grid value of the set) -> one per rule."""
+        edges = np.cumsum([0] + [r.grid.size for r in self.rules])
+        return [values[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+    def __call__(self, lam):
+        return array_namespace(lam).concatenate([r(lam) for r in self.rules], axis=0)
+
+    def progress(self, lam):
+        return np.concatenate([r.progress(lam) for r in self.rules], axis=0)
+
+    def progress_bound(self, lam):
+        return np.concatenate([r.progress_bound(lam) for r in self.rules], axis=0)
+
+
+RULES = {rule.name: rule for rule in (GradientFlow, GradientDescent, Ridge)}
 
 
 def learning_rule(name: str, grid, **parameters):
-    """The filter of the learning rule ``name`` at the values ``grid`` of its parameter."""
+    """The filter of the learning rule ``name`` at the values ``grid`` of its parameter (times
+    ``t``, step counts, or penalties ``mu``)."""
     if name not in RULES:
         raise ValueError(f"unknown learning rule {name!r}; known: {', '.join(RULES)}")
     return RULES[name](grid, **parameters)
@@ -90,6 +248,27 @@ def learning_rule(name: str, grid, **parameters):
 def log_grid(spec: dict) -> np.ndarray:
     """``{min, max, num}``: log-spaced values, both ends included (a config's grid)."""
     return np.geomspace(float(spec["min"]), float(spec["max"]), int(spec["num"]))
+
+
+def rule_of(recipe: dict):
+    """The filter a recipe's rule describes: ``{"name", "grid": {min, max, num}, ...}`` with the
+    rule's parameters beside (a gradient-descent grid is rounded to distinct step counts)."""
+    parameters = {k: v for k, v in recipe.items() if k not in ("name", "grid")}
+    grid = log_grid(recipe["grid"])
+    if recipe["name"] == GradientDescent.name:
+        grid = np.unique(np.rint(grid))
+    return learning_rule(recipe["name"], grid, **parameters)
+
+
+def rules_of(recipes: list[dict]):
+    """The filter of a recipe's rules: the rule itself when there is one, else a RuleSet."""
+    rules = [rule_of(r) for r in recipes]
+    return rules[0] if len(rules) == 1 else RuleSet(rules)
+
+
+def each_rule(rule) -> list:
+    """The rules of a filter (a RuleSet's, or the filter alone)."""
+    return rule.rules if isinstance(rule, RuleSet) else [rule]
 
 
 def loss_in_eigenbasis(rule, lam, c_hat, m_hat, F: float, M: int):
@@ -103,6 +282,24 @@ def loss_in_eigenbasis(rule, lam, c_hat, m_hat, F: float, M: int):
     quad = (g * g * lam) @ (c_hat * c_hat)  # (T, n): c^T phi(H)^2 H c
     cross = g @ (c_hat * m_hat[:, None])  # (T, n): c^T phi(H) m
     return (F + (quad - 2.0 * cross) / M).T
+
+
+def sample_loss_in_eigenbasis(rule, lam, b_hat, H_hat, m_hat, F: float, M: int):
+    """The population loss ``L = F - (2/sqrt(M)) theta . m + theta^T H theta`` of
+    ``theta = phi(K) b``, for a training kernel ``K = V diag(lam) V^T`` other than ``H`` (a
+    sample's), for every teacher and grid value.
+
+    ``b_hat = V^T b`` (``k, n``: each teacher's ``b``), ``H_hat = V^T H V`` (``k x k``: the
+    population kernel in ``K``'s eigenbasis), ``m_hat = V^T m`` (``k``,). Returns
+    ``(n, len(rule.grid))``, in the array library of ``lam``.
+    """
+    xp = array_namespace(lam)
+    g = rule(lam)  # (T, k)
+    out = xp.empty((b_hat.shape[1], g.shape[0]))
+    for i in range(b_hat.shape[1]):
+        Z = g * b_hat[:, i]  # theta's coordinates at every grid value
+        out[i] = F - (2.0 / np.sqrt(M)) * (Z @ m_hat) + xp.sum((Z @ H_hat) * Z, axis=1)
+    return out
 
 
 def student_losses_infinite(model, U, coef, ts) -> np.ndarray:

@@ -81,6 +81,19 @@ def validation_recipe(wc):
     return json.dumps(EXPERIMENTS[wc.experiment].validation, sort_keys=True)
 
 
+def degrees_recipe(wc):
+    return json.dumps(EXPERIMENTS[wc.experiment].degrees, sort_keys=True)
+
+
+def shown_values(wc):
+    """The swept values Figures 2(a)/(b) show: the widest student, the largest sample, the first rule."""
+    return json.dumps(EXPERIMENTS[wc.experiment].shown, sort_keys=True)
+
+
+def sweep_axis(wc):
+    return EXPERIMENTS[wc.experiment].sweep
+
+
 def validation_memory_mb(wc):
     return PLAN.memory_mb("validation", EXPERIMENTS[wc.experiment].validation)
 
@@ -89,7 +102,6 @@ def validation_runtime_min(wc):
     return PLAN.runtime_min("validation", EXPERIMENTS[wc.experiment].validation)
 
 
-def experiments_drawing(kind):
-    """Wildcard constraint: the experiments whose figures are of ``kind`` (per_width or not)."""
-    names = [n for n, e in EXPERIMENTS.items() if e.per_width == (kind == "per_width")]
-    return "|".join(names) or "(?!)"
+def sweeping_experiments():
+    """Wildcard constraint: the experiments over a list of student widths or sample sizes."""
+    return "|".join(n for n, e in EXPERIMENTS.items() if e.sweep) or "(?!)"

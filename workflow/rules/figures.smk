@@ -1,6 +1,7 @@
-# An experiment's tables -> its figures: Figures 2(a)/(b) for an experiment with one student
-# width per teacher, the ablation figures for one over a list of widths. Only the plot
-# settings reach these rules, so changing them redraws and never re-solves.
+# An experiment's tables -> its figures: Figures 2(a)/(b) (at the widest student of an
+# experiment over a list of widths), the ablation figures for such an experiment, and the loss
+# degree by degree where asked. Only the plot settings reach these rules, so changing them
+# redraws and never re-solves.
 
 
 rule figures:
@@ -27,17 +28,16 @@ rule figures:
         f"{RESULTS}/logs/figures.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures.tsv"
-    wildcard_constraints:
-        experiment=experiments_drawing("single_width"),
     priority: 10
     conda:
         CONDA_ENV
     params:
         plot=config["plot"],
         out_dir=f"{RESULTS}/figures",
+        shown=shown_values,
     shell:
         "python3 -m rfw2s figures --losses {input.losses} --summary {input.summary} --fit {input.fit}"
-        " --title {wildcards.experiment} --out-dir {params.out_dir}"
+        " --title {wildcards.experiment} --out-dir {params.out_dir} --show {params.shown:q}"
         " --dpi {params.plot[dpi]} --spread {params.plot[spread]} > {log} 2>&1"
 
 
@@ -65,13 +65,43 @@ rule ablation_figures:
     benchmark:
         f"{RESULTS}/benchmarks/ablation_figures.tsv"
     wildcard_constraints:
-        experiment=experiments_drawing("per_width"),
+        experiment=sweeping_experiments(),
     priority: 10
     conda:
         CONDA_ENV
     params:
         plot=config["plot"],
         out_dir=f"{RESULTS}/figures",
+        sweep=sweep_axis,
+        shown=shown_values,
     shell:
-        "python3 -m rfw2s ablation-figures --summary {input.summary} --fit {input.fit}"
-        " --title {wildcards.experiment} --out-dir {params.out_dir} --dpi {params.plot[dpi]} > {log} 2>&1"
+        "python3 -m rfw2s ablation-figures --summary {input.summary} --fit {input.fit} --sweep {params.sweep}"
+        " --show {params.shown:q} --title {wildcards.experiment} --out-dir {params.out_dir}"
+        " --dpi {params.plot[dpi]} > {log} 2>&1"
+
+
+rule degree_figure:
+    input:
+        degrees=f"{RESULTS}/degrees.parquet",
+        losses=rules.aggregate.output.losses,
+    output:
+        report(
+            f"{RESULTS}/figures/degrees.png",
+            caption="../report/degrees.rst",
+            category="{experiment}",
+            subcategory="figures",
+        ),
+        f"{RESULTS}/figures/degrees.pdf",
+    log:
+        f"{RESULTS}/logs/degree_figure.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/degree_figure.tsv"
+    priority: 10
+    conda:
+        CONDA_ENV
+    params:
+        plot=config["plot"],
+        stem=f"{RESULTS}/figures/degrees",
+    shell:
+        "python3 -m rfw2s degree-figure --degrees {input.degrees} --losses {input.losses}"
+        " --title {wildcards.experiment} --out {params.stem} --dpi {params.plot[dpi]} > {log} 2>&1"

@@ -1,4 +1,5 @@
-# An experiment's curve tables (from the shared cache) -> its loss, summary and fit tables.
+# An experiment's curve tables (from the shared cache) -> its loss, summary and fit tables;
+# and, where asked, the infinite-width loss degree by degree (from its teachers).
 
 
 rule aggregate:
@@ -27,3 +28,21 @@ rule aggregate:
         "python3 -m rfw2s aggregate --recipe {params.recipe:q} --experiment {wildcards.experiment}"
         " --curves {input} --out-losses {output.losses} --out-summary {output.summary}"
         " --out-fit {output.fit} --out-table {output.table} > {log} 2>&1"
+
+
+rule degrees:
+    input:
+        lambda wc: PLAN.degree_inputs(wc.experiment),
+    output:
+        f"{RESULTS}/degrees.parquet",
+    log:
+        f"{RESULTS}/logs/degrees.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/degrees.tsv"
+    priority: 10
+    conda:
+        CONDA_ENV
+    params:
+        recipe=degrees_recipe,
+    shell:
+        "python3 -m rfw2s degrees --recipe {params.recipe:q} --teachers {input} --out {output} > {log} 2>&1"

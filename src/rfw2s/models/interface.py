@@ -57,3 +57,7 @@ class InfiniteWidthCurve:
     degree: int | None  # highest degree summed (None: the solution is exact, no series)
     error_bound: np.ndarray  # (len(grid),) |exact - losses| <= error_bound
     residual_energy: float  # energy of the teacher's function in the degrees left out
+    # Where the solution is a series over degrees k <= degree: the loss in each degree,
+    # (degree + 1, len(grid)), and the teacher's own error in each, (degree + 1,).
+    per_degree: np.ndarray | None = None
+    teacher_per_degree: np.ndarray | None = None

@@ -11,6 +11,11 @@ spike coordinates and ``|beta| = 1``. The sizes scale with the teacher ``M_TE``:
 ``d = round(M_TE^dim_exponent)``, ``K = round(M_TE^spike_exponent)``,
 ``eps = M_TE^(-tail_exponent)`` (defaults 1.5, 0.5, 1: ``d = M_TE^1.5``, ``K = M_TE^0.5``,
 ``eps = 1 / M_TE``).
+
+Two readings of the unpublished model: ours (``target: first``, the default) and that of the
+public peer code ``xiwinnie/provably-weak-to-strong`` (``target: peer``, with students
+``m_st: {d_power: 1.25}``): the same data law, target coefficients ``M_TE^0.75`` on the spike
+and 1 on the tail, here scaled to unit energy.
 """
 from __future__ import annotations
 
@@ -33,9 +38,12 @@ PARAMETERS = {
                        "description": "K = round(M_TE ** spike_exponent) spike coordinates (<= d)"},
     "tail_exponent": {"type": "number", "minimum": 0, "maximum": 8, "default": 1.0,
                       "description": "tail eigenvalue eps = M_TE ** -tail_exponent"},
-    "target": {"type": "string", "enum": ["first", "uniform"], "default": "first",
-               "description": "beta: first spike coordinate, or uniform over the spike"},
+    "target": {"type": "string", "enum": ["first", "uniform", "peer"], "default": "first",
+               "description": "beta: first spike coordinate, uniform over the spike, or the public peer code's "
+                              "(M_TE^0.75 on each spike coordinate, 1 on each tail coordinate, unit energy)"},
 }
+# The peer code's spike coefficient is M_TE ** PEER_SPIKE_POWER (its tail coefficients are 1).
+PEER_SPIKE_POWER = 0.75
 REQUIRED: list[str] = []
 
 
@@ -44,8 +52,10 @@ def specialize(params: dict, m_te: int) -> dict:
     p = {k: params.get(k, v["default"]) for k, v in PARAMETERS.items()}
     d = max(1, round(m_te ** p["dim_exponent"]))
     k = min(d, max(1, round(m_te ** p["spike_exponent"])))
-    return {"name": NAME, "d": int(d), "k": int(k), "eps": float(m_te ** -p["tail_exponent"]),
-            "target": p["target"]}
+    spec = {"name": NAME, "d": int(d), "k": int(k), "eps": float(m_te ** -p["tail_exponent"]), "target": p["target"]}
+    if p["target"] == "peer":
+        spec["spike_weight"] = float(m_te**PEER_SPIKE_POWER)
+    return spec
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +110,11 @@ class LinearSpiked:
         xp = array_namespace(X)
         return X @ xp.asarray(self.beta)
 
+    @property
+    def loss_floor(self) -> float:
+        """Every linear function is learnable: nothing of ``f*`` is out of reach."""
+        return 0.0
+
     # --- infinite width --------------------------------------------------------------
     def infinite_width(self, U, coef, rule):
         """``v = e(Sigma) v_TE``, ``v_TE = U^T coef``, ``e = rule.progress`` (``1 - exp(-t Sigma)``
@@ -114,7 +129,10 @@ class LinearSpiked:
         return InfiniteWidthCurve(losses, None, np.zeros_like(losses), 0.0)
 
 
-def build(d: int, k: int, eps: float, target: str = "first") -> LinearSpiked:
+def build(d: int, k: int, eps: float, target: str = "first", spike_weight: float | None = None) -> LinearSpiked:
+    """``target="peer"``: ``spike_weight`` on each spike coordinate and 1 on each tail one,
+    scaled to unit energy ``beta^T Sigma beta = 1`` (the peer code leaves the scale, which grows
+    with ``M_TE`` and so would tilt a log-log slope of losses against ``L_TE``)."""
     if int(d) != d or d < 1 or int(k) != k or not 1 <= k <= d:
         raise ValueError(f"{NAME}: need integers 1 <= k <= d; got d={d!r}, k={k!r}")
     if not eps > 0:
@@ -127,6 +145,12 @@ def build(d: int, k: int, eps: float, target: str = "first") -> LinearSpiked:
     beta = np.zeros(d)
     if target == "first":
         beta[0] = 1.0
-    else:
+    elif target == "uniform":
         beta[:k] = 1.0 / np.sqrt(k)
+    else:
+        if spike_weight is None or not spike_weight > 0:
+            raise ValueError(f"{NAME}: target peer needs a spike_weight > 0; got {spike_weight!r}")
+        beta[:] = 1.0
+        beta[:k] = float(spike_weight)
+        beta /= np.sqrt(beta @ (sigma * beta))
     return LinearSpiked(d=d, k=k, eps=float(eps), target_name=target, sigma=sigma, beta=beta)

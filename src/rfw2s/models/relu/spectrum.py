@@ -71,26 +71,37 @@ class TruncationError(ValueError):
     """The Funk-Hecke series was cut at a degree too low for the requested accuracy."""
 
 
-def teacher_degree_energies(model, U, coef, K: int) -> tuple[np.ndarray, float]:
-    """``A_k = lam_k N(d,k) coef^T P_k(U U^T) coef`` for ``k <= K``, and ``|f_TE|^2``.
-
-    The Gegenbauer recurrence runs on ``M_TE x M_TE`` matrices two at a time, so memory
-    stays ``O(M_TE^2)`` whatever the degree.
-    """
-    d = model.d
-    U, coef = np.asarray(U, float), np.asarray(coef, float)
-    rho = np.clip(U @ U.T, -1.0, 1.0)
-    quad = np.empty(K + 1)
+def gegenbauer_forms(rows, columns, left, right, d: int, K: int) -> np.ndarray:
+    """``left^T P_k(rows columns^T) right`` for ``k <= K`` (rows of unit vectors). The
+    Gegenbauer recurrence runs on the matrix of inner products two at a time, so memory stays
+    that matrix's whatever the degree."""
+    rho = np.clip(np.asarray(rows, float) @ np.asarray(columns, float).T, -1.0, 1.0)
+    left, right = np.asarray(left, float), np.asarray(right, float)
+    forms = np.empty(K + 1)
     prev, cur = np.ones_like(rho), rho
-    quad[0] = coef.sum() ** 2
+    forms[0] = left.sum() * right.sum()
     if K >= 1:
-        quad[1] = coef @ rho @ coef
+        forms[1] = left @ rho @ right
     for k in range(1, K):
         prev, cur = cur, ((2 * k + d - 2) * rho * cur - k * prev) / (k + d - 2)
-        quad[k + 1] = coef @ cur @ coef
-    N = np.array([harmonic_dimension(d, k) for k in range(K + 1)], float)
-    A = relu_eigenvalues(d, K) * N * quad
-    norm2 = float(coef @ model.gram(U, U) @ coef)
+        forms[k + 1] = left @ cur @ right
+    return forms
+
+
+def degree_weights(d: int, K: int) -> np.ndarray:
+    """``lam_k N(d, k)`` for ``k <= K``: a degree-``k`` part of ``sum_i w_i relu(<u_i, .>)`` has
+    energy ``lam_k N(d, k) w^T P_k(U U^T) w``."""
+    return relu_eigenvalues(d, K) * np.array([harmonic_dimension(d, k) for k in range(K + 1)], float)
+
+
+def teacher_degree_energies(d: int, U, coef, K: int) -> tuple[np.ndarray, float]:
+    """``A_k = lam_k N(d,k) coef^T P_k(U U^T) coef`` for ``k <= K`` (the energy on the sphere of
+    the teacher's profile ``h = sum_i coef_i relu(<u_i, .>)`` in degree ``k``), and ``|h|^2``."""
+    from .kernel import kappa
+
+    U, coef = np.asarray(U, float), np.asarray(coef, float)
+    A = degree_weights(d, K) * gegenbauer_forms(U, U, coef, coef, d, K)
+    norm2 = float(coef @ kappa(U @ U.T, d) @ coef)
     return A, norm2
 
 
@@ -125,14 +136,38 @@ def relu_infinite_width(model, U, coef, rule, K: int | None = None, rtol: float 
 
 
 def _relu_infinite_width_at(model, U, coef, rule, K: int) -> InfiniteWidthCurve:
-    A, norm2 = teacher_degree_energies(model, U, coef, K)
-    lam = relu_eigenvalues(model.d, K + 2)
-    B = np.zeros(K + 1)
-    B[1] = float(np.asarray(model.target_moments(np.asarray(U, float))) @ np.asarray(coef, float))
-    e = rule.progress(lam[: K + 1])
-    losses = model.target_norm2 + (e * e) @ A - 2.0 * e @ B
+    """The series to degree ``K``. On the sphere, with the teacher's profile ``h`` and the
+    target's ``g + b0`` (``b0``: the sphere constant the model reduces to):
+    ``A_k = |P_k h|^2``, ``C_k = <P_k h, P_k (g + b0)>``, ``D_k = |P_k (g + b0)|^2`` and
+    ``L = F + sum_{k <= K} (e_k^2 A_k - 2 e_k C_k)`` with ``F = sum_k D_k``; the omitted degrees
+    add ``sum_{k > K} (e_k^2 A_k - 2 e_k C_k)``, at most ``e^2 A_rest + 2 e sqrt(A_rest D_rest)``
+    in size (Cauchy-Schwarz) with ``e`` the progress bound at the largest omitted eigenvalue.
+    On Gaussian inputs the kernel's eigenvalues and every energy are ``E[r^2] = d`` times the
+    sphere's, and the constant's radial remainder adds to the loss."""
+    d, profile = model.d, model.profile
+    A, norm2 = teacher_degree_energies(d, U, coef, K)
+    lam = relu_eigenvalues(d, K + 2)
+    C = profile.overlaps(U, coef, K)
+    D = profile.energies(K)
+    b0 = model.sphere_constant
+    F = profile.energy
+    if b0:
+        c0 = relu_coefficients(d, 0)[0]
+        C[0] += b0 * c0 * float(np.sum(coef))
+        D[0] += 2.0 * b0 * profile.mean + b0**2
+        F += 2.0 * b0 * profile.mean + b0**2
+    mean, power = model.radial_moments
+    e = rule.progress(power * lam[: K + 1])
+    losses = F + (e * e) @ A - 2.0 * e @ C
+    per_degree = (e * e * A - 2.0 * e * C + D).T
+    teacher = A - 2.0 * C + D
     # Rounding in norm2 - sum(A) is allowed for, so the bound never claims more than it knows.
-    residual = max(norm2 - float(A.sum()), 0.0) + 64 * np.finfo(float).eps * norm2
+    A_rest = max(norm2 - float(A.sum()), 0.0) + 64 * np.finfo(float).eps * norm2
     lam_tail = lam[K + 1] if (K + 1) % 2 == 0 else lam[K + 2]  # odd degrees >= 3 vanish
-    bound = rule.progress_bound(lam_tail) ** 2 * residual
-    return InfiniteWidthCurve(losses, K, bound, residual)
+    progress = rule.progress_bound(power * lam_tail)
+    bound = progress**2 * A_rest + 2.0 * progress * np.sqrt(A_rest * profile.tail_energy(K))
+    if power != 1.0:
+        remainder = model.radial_remainder
+        losses, per_degree, teacher, bound = (power * losses + remainder, power * per_degree, power * teacher,
+                                              power * bound)
+    return InfiniteWidthCurve(losses, K, bound, A_rest, per_degree=per_degree, teacher_per_degree=teacher)

@@ -1,0 +1,127 @@
+"""The student trained on ``n`` teacher-labelled inputs (full batch, no label noise) by a
+learning rule, with its *population* loss, exact given the sample.
+
+With ``Phi[i, j] = phi(x_i; w_j)`` for the sample ``x_1 .. x_n`` and labels ``y_i = f_TE(x_i)``,
+the sample's kernel is ``K = Phi^T Phi / (n M)`` and ``b = Phi^T y / (n sqrt(M))``; a rule (a
+spectral filter, :mod:`rfw2s.spectral`) ends at ``theta = phi(K) b``, whose population loss is
+``L = F - (2 / sqrt(M)) theta . m + theta^T H theta`` (``H = G / M``, ``m`` and ``F`` of the
+population: :func:`rfw2s.spectral.sample_loss_in_eigenbasis` in ``K``'s eigenbasis). The
+population training is the limit ``n -> inf`` (``K -> H``, ``b -> c / sqrt(M)``).
+
+Two routes, through one of SAMPLE_OPERATORS:
+
+* ``svd`` (the dense reference): one thin SVD ``Phi / sqrt(n M) = U S V^T`` (so ``K = V S^2 V^T``)
+  serves every grid value; ``H`` is needed once in that basis (``M^2 r`` flops, ``r <= min(n, M)``);
+* ``krylov`` / ``krylov-tiled``: block Lanczos on ``K`` started from ``b`` (every teacher's),
+  each step one pass over ``Phi`` (``K`` never formed), ``theta ~ Q_k^T S phi(Theta) S^T E_1 R``
+  for every grid value at once; the loss needs ``Q_k H Q_k^T`` (``H`` stored, or by tiles) and
+  ``Q_k m``, and steps are added until the curves change by less than the tolerance.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import array_namespace, as_backend, to_numpy
+from .curves import Curves, dense_matvec, stored_kernel, tiled_matvec
+from .krylov import LANCZOS_DEFAULTS, BlockLanczos, run_to_tolerance
+from .seeding import generator
+from .solve import SolverError
+from .spectral import relative_cutoff, sample_loss_in_eigenbasis
+
+SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
+SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
+# Bytes of Phi's rows per pass block on the CPU: both products of a block while it is in cache.
+PASS_BLOCK_BYTES = 1 << 20
+
+
+def draw_samples(model, seed: int, n: int, replicate: int) -> np.ndarray:
+    """``n`` inputs from the model's input law for ``replicate``, keyed by (seed, ``samples``,
+    ``n``, replicate): a teacher and a student given the same seed and ``n`` see the same inputs."""
+    return model.sample_inputs(generator(seed, "samples", n, replicate), n)
+
+
+def sample_kernel_matvec(Phi):
+    """``X -> Phi^T (Phi X)`` (``K @ X`` for ``Phi`` already scaled by ``1 / sqrt(n M)``), on the
+    CPU in one pass over row blocks of ``Phi`` (each block used for both products while it is
+    in cache); on a GPU two matrix products."""
+    xp = array_namespace(Phi)
+    if xp.__name__ != "numpy":
+        return lambda X: Phi.T @ (Phi @ X)
+    rows = max(1, PASS_BLOCK_BYTES // (8 * Phi.shape[1]))
+
+    def matvec(X):
+        Y = np.zeros((Phi.shape[1], X.shape[1]))
+        for start in range(0, Phi.shape[0], rows):
+            block = Phi[start:start + rows]
+            Y += block.T @ (block @ X)
+        return Y
+
+    return matvec
+
+
+def _population_matvec(model, Wx, operator: str):
+    M = Wx.shape[0]
+    return tiled_matvec(model, Wx, M) if operator == "krylov-tiled" else dense_matvec(stored_kernel(model, Wx), M)
+
+
+def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", backend="numpy",
+                  lanczos: dict | None = None) -> Curves:
+    """Population loss curves of the student ``W`` trained on the inputs ``X`` (``n x d``)
+    labelled by each teacher ``(U, coef)``, by ``rule``, through ``operator`` (SAMPLE_OPERATORS)."""
+    if operator not in SAMPLE_OPERATORS:
+        raise ValueError(f"a sample's operator must be one of {SAMPLE_OPERATORS}; got {operator!r}")
+    be = as_backend(backend)
+    xp = be.xp
+    M, n = W.shape[0], X.shape[0]
+    Wx, Xx = be.asarray(W), be.asarray(X)
+    Phi = model.features(Xx, Wx) / np.sqrt(n * M)
+    Y = xp.stack([model.features(Xx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)
+    m = model.target_moments(Wx)
+    F = model.target_norm2
+    H = _population_matvec(model, Wx, operator)
+    with be.linalg_guard():
+        if operator == "svd":
+            return _svd_curves(Phi, Y, m, F, M, n, H, rule, be)
+        settings = {**LANCZOS_DEFAULTS, **(lanczos or {})}
+        lanczos_run = BlockLanczos(sample_kernel_matvec(Phi), Phi.T @ Y / np.sqrt(n), settings["max_steps"])
+        state = {"rows": 0, "HQ": None}
+
+        def evaluate():
+            theta, S = lanczos_run.ritz()
+            k = lanczos_run.steps * lanczos_run.p
+            Q = lanczos_run.basis[:k]
+            new = Q[state["rows"]:k]  # H on the basis rows added since the last check
+            HQ_new = H(new.T)
+            state["HQ"] = HQ_new if state["HQ"] is None else xp.concatenate([state["HQ"], HQ_new], axis=1)
+            state["rows"] = k
+            QHQ = to_numpy(Q @ state["HQ"])
+            QHQ = (QHQ + QHQ.T) / 2.0
+            bound = rule.bind(float(theta.max()))
+            b_hat = S[:lanczos_run.p].T @ lanczos_run.R
+            losses = sample_loss_in_eigenbasis(bound, theta, b_hat, S.T @ QHQ @ S, S.T @ to_numpy(Q @ m), F, M)
+            return losses, bound
+
+        result = run_to_tolerance(lanczos_run, evaluate, settings["tol"])
+    return Curves(result.losses, SOLVER_OF[operator], result.steps, result.achieved_tol, result.converged,
+                  result.rule)
+
+
+def _svd_curves(Phi, Y, m, F: float, M: int, n: int, H, rule, be) -> Curves:
+    xp = be.xp
+    try:
+        U, s, Vt = xp.linalg.svd(Phi, full_matrices=False)
+    except Exception as exc:
+        raise SolverError(f"the thin SVD of a {Phi.shape[0]} x {Phi.shape[1]} sample failed on {be.name}: "
+                          f"{exc}") from exc
+    lam = s * s
+    keep = lam > relative_cutoff(lam, max(Phi.shape))
+    U, s, Vt, lam = U[:, keep], s[keep], Vt[keep], lam[keep]
+    b_hat = s[:, None] * (U.T @ Y) / np.sqrt(n)  # V^T Phi^T y / (n sqrt(M)), Phi already scaled
+    H_hat = Vt @ H(Vt.T)
+    H_hat = (H_hat + H_hat.T) / 2.0
+    lam, b_hat, H_hat, m_hat = (to_numpy(a) for a in (lam, b_hat, H_hat, Vt @ m))
+    bound = rule.bind(float(lam.max()))
+    losses = sample_loss_in_eigenbasis(bound, lam, b_hat, H_hat, m_hat, F, M)
+    if not np.all(np.isfinite(losses)):
+        raise SolverError(f"non-finite student loss (M_ST = {M}, n = {n}); check the grid and inputs")
+    return Curves(losses, SOLVER_OF["svd"], 0, float("nan"), True, bound)
