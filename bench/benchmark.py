@@ -59,7 +59,7 @@ def _peak_host_mib() -> float:
 
 
 def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, bandwidth, tiles: bool,
-              queue) -> None:
+              queue, fused_inner: bool = False) -> None:
     from rfw2s import backend as backends
     from rfw2s.curves import exact_curves, stored_kernel
     from rfw2s.models import relu_sphere
@@ -71,7 +71,9 @@ def _one_size(backend: str, M: int, eigh_max: int, matrix_free_max: int, peaks, 
     pool = be.xp.get_default_memory_pool() if be.name == "cupy" else None
     model = relu_sphere(32)
     ts = GradientFlow(np.geomspace(1e2, 1e8, 200))
-    row = {"backend": be.name, "device": be.device, "M_ST": M, "product": "tiles" if tiles else "model's"}
+    importlib.import_module("rfw2s.models.relu.kernel").FUSED_INNER_PRODUCTS = fused_inner
+    row = {"backend": be.name, "device": be.device, "M_ST": M,
+           "product": "tiles" if tiles else "fused inner" if fused_inner else "model's"}
 
     def timed(name, fn):
         be.synchronize()
@@ -157,14 +159,16 @@ def _product_rows(backend: str, sizes, shapes=(), repeats: int = 3) -> list[dict
     model = relu_sphere(32)
     default = f"{module.PRODUCT_ROWS}x{module.PRODUCT_BLOCK}x{module.PRODUCT_WARPS}"
     variants = [("tiles", _Unfused(model), None)] + [
-        (f"fused_{shape}", model, shape) for shape in dict.fromkeys([default, *shapes])]
+        (f"fused_{shape}", model, shape) for shape in dict.fromkeys([default, *shapes])] + [
+        ("fused_inner", model, "inner")]
     rows = []
     for M in sizes:
         W = be.asarray(model.sample_features(seed_sequence(0, "student", M, 0), M))
         X = be.asarray(np.random.default_rng(0).standard_normal((M, 6)))
         row, products = {"backend": be.name, "M_ST": M}, {}
         for name, how, shape in variants:
-            if shape is not None:
+            module.FUSED_INNER_PRODUCTS = shape == "inner"
+            if shape not in (None, "inner"):
                 _launch_shape(shape)
             matvec = tiled_matvec(how, W, M)
             products[name] = to_numpy(matvec(X))  # compiles and warms up
@@ -177,9 +181,51 @@ def _product_rows(backend: str, sizes, shapes=(), repeats: int = 3) -> list[dict
             row[f"{name}_vs_tiles"] = float(np.max(np.abs(products[name] - products["tiles"]))
                                             / np.max(np.abs(products["tiles"])))
         del row["tiles_vs_tiles"]
+        module.FUSED_INNER_PRODUCTS = False
         _launch_shape(default)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    return rows
+
+
+def _symmetric_rows(sizes, widths=(2, 6, 16), repeats: int = 5) -> list[dict]:
+    """The CPU's symmetric product over a stored kernel (``dense_matvec`` on ``stored_kernel``)
+    against its floor, one streaming pass over the same stored bytes (each panel times the
+    block once, on every BLAS thread), in this process, for each size and block width."""
+    from rfw2s.curves import SYMMETRIC_BLOCK, _cache_bytes, chunk_columns, dense_matvec, stored_kernel
+    from rfw2s.models import relu_sphere
+    from rfw2s.seeding import seed_sequence
+
+    model = relu_sphere(32)
+    rows = []
+    for M in sizes:
+        W = model.sample_features(seed_sequence(0, "student", M, 0), M)
+        start = time.perf_counter()
+        G = stored_kernel(model, W)
+        build = time.perf_counter() - start
+        stored = sum(p.nbytes for p in G.panels)
+        matvec = dense_matvec(G, M)
+        for p in widths:
+            X = np.random.default_rng(p).standard_normal((M, p))
+
+            def floor():
+                return [panel @ X[r0:] for panel, r0 in zip(G.panels, G.edges)]
+
+            for fn in (floor, lambda: matvec(X)):  # warm up (pages, thread pools)
+                fn()
+            times = {}
+            for name, fn in (("floor", floor), ("symmetric", lambda: matvec(X))):
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    fn()
+                times[name] = (time.perf_counter() - start) / repeats
+            row = {"M_ST": M, "vectors": p, "kernel_build_s": build, "floor_s": times["floor"],
+                   "symmetric_s": times["symmetric"], "over_floor": times["symmetric"] / times["floor"],
+                   "floor_GBps": stored / times["floor"] / 1e9, "chunk_columns": chunk_columns(SYMMETRIC_BLOCK),
+                   "L2_KiB": _cache_bytes(2, 0) // 1024}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del G, matvec
     return rows
 
 
@@ -251,8 +297,13 @@ def main() -> None:
                    help="sizes at which to time one matrix-free product, fused and by plain tiles")
     p.add_argument("--tiles", action="store_true",
                    help="matrix-free runs multiply by plain tiles instead of the model's fused product")
+    p.add_argument("--fused-inner", action="store_true",
+                   help="matrix-free runs by the kernel with the inner products inside (rfw2s.models.relu.kernel."
+                        "FUSED_INNER_PRODUCTS)")
     p.add_argument("--product-shapes", nargs="*", default=[], metavar="ROWSxBLOCKxWARPS",
                    help="launch shapes of the fused product to time besides its own (with --products)")
+    p.add_argument("--symmetric", type=int, nargs="*", default=[],
+                   help="sizes at which to time the CPU's symmetric product against one streaming pass")
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     a = p.parse_args()
 
@@ -263,7 +314,7 @@ def main() -> None:
     for M in a.sizes:
         queue = ctx.Queue()
         proc = ctx.Process(target=_one_size, args=(a.backend, M, a.eigh_max, a.matrix_free_max, a.peak_tflops,
-                                                          a.peak_bandwidth, a.tiles, queue))
+                                                          a.peak_bandwidth, a.tiles, queue, a.fused_inner))
         proc.start()
         proc.join()
         if proc.exitcode != 0:
@@ -289,6 +340,11 @@ def main() -> None:
                    "product (launch shape ROWSxBLOCKxWARPS: rows per thread, threads per block, warps per "
                    "tile) against plain tiles (inner products, kernel function in place, product).", "",
                    _markdown(product_rows, list(product_rows[0])), ""]
+    if a.symmetric:
+        symmetric = _symmetric_rows(a.symmetric)
+        report += ["The CPU's symmetric product `H @ X` over the stored upper panels against one streaming "
+                   "pass over the same bytes (each panel times the block once), same process:", "",
+                   _markdown(symmetric, list(symmetric[0])), ""]
     if a.sampled:
         s = _sampled_versus_exact(a.backend, a.sampled)
         print(json.dumps(s), flush=True)

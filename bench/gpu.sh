@@ -8,11 +8,14 @@
 #            cold, under the README's command, stage by stage: first with CuPy's kernel cache
 #            empty (a fresh machine), then again with it filled; each run's logs and
 #            per-job benchmark files come back as a tarball in $OUT;
-#   products one matrix-free product, fused (at several launch shapes) against plain tiles;
+#   products one matrix-free product: plain tiles, the tile-reading fused kernel, and the
+#            kernel with the inner products inside (FUSED_INNER_PRODUCTS), at 32768 and 131072;
+#   inner    the widest (131072, matrix-free, five teachers) end to end by the kernel with the
+#            inner products inside, against its arithmetic floor (the 2x target);
 #   sizes    solver stages on CuPy at M_ST = 16384 ... 131072 (matrix-free at the top, with
 #            its arithmetic floor), dense eigh up to 32768 as the reference, Lanczos-vs-eigh
 #            agreement, and sampled-data training vs the exact path for one teacher;
-#   tiles    the widest (131072, matrix-free) again, its product by plain tiles;
+#   samples  the student on finite samples against the population curves (16384, n to 32768);
 #   whole    the whole default config (wide_student included), cold.
 # GPU_SH_STAGES (default: all of them) picks stages; GPU_SH_SECONDS (default 560) is the
 # whole run's budget: each stage gets its own cap or what is left, whichever is less.
@@ -27,7 +30,7 @@ python3 -c "import cupy; print('GPU:', cupy.cuda.runtime.getDeviceProperties(0)[
 
 save() { if [ -n "${OUT:-}" ]; then cp bench/RESULTS.md "$OUT/"; fi; }
 BUDGET=${GPU_SH_SECONDS:-560}
-STAGES=" ${GPU_SH_STAGES:-tests startup fig2 products sizes tiles whole} "
+STAGES=" ${GPU_SH_STAGES:-tests startup fig2 products inner sizes samples whole} "
 stage() { [[ "$STAGES" == *" $1 "* ]]; }
 cap() {  # cap SECONDS: the stage's limit, or what is left of the budget
   local left=$((BUDGET - SECONDS))
@@ -108,8 +111,12 @@ if stage fig2; then
 fi
 if stage products; then
   timeout "$(cap 60)" python3 bench/benchmark.py --backend cupy --sizes --products 32768 131072 \
-      --product-shapes 4x128x8192 2x128x16384 2x256x16384 1x256x32768 \
       || echo "(product benchmark stopped or failed)"
+  save
+fi
+if stage inner; then  # the widest student end to end, the inner products inside the kernel
+  timeout "$(cap 60)" python3 bench/benchmark.py --backend cupy --sizes 131072 --matrix-free-max 131072 \
+      --fused-inner --peak-tflops 67 34 --peak-bandwidth 4.8 || echo "(benchmark stopped or failed)"
   save
 fi
 if stage sizes; then
@@ -118,9 +125,9 @@ if stage sizes; then
       || echo "(benchmark stopped or failed)"
   save
 fi
-if stage tiles; then  # the widest student again, its product by plain tiles
-  timeout "$(cap 40)" python3 bench/benchmark.py --backend cupy --sizes 131072 --matrix-free-max 131072 --tiles \
-      --peak-tflops 67 34 --peak-bandwidth 4.8 || echo "(benchmark stopped or failed)"
+if stage samples; then
+  timeout "$(cap 60)" python3 bench/samples.py --backend cupy --sizes 4096 16384 --n 8192 32768 \
+      || echo "(samples benchmark stopped or failed)"
   save
 fi
 if stage whole; then

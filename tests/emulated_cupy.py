@@ -11,13 +11,15 @@ It enforces what most often breaks code that has never met a GPU, as CuPy does:
 * fresh device memory (``empty``, ``empty_like``) holds NaN, where a GPU holds garbage, so
   whatever is read before it is written shows;
 * ``ElementwiseKernel`` and ``RawKernel`` run their CUDA C source compiled as C++ (g++),
-  a RawKernel thread after thread over its whole launch: the source itself gives the
-  numbers, not a NumPy rewrite of it. Kernel argument types are checked against the
-  signature (CuPy passes a pointer or a scalar as given, whatever the kernel declares).
+  a RawKernel thread after thread over its whole launch (one with ``__shared__`` memory and
+  ``__syncthreads()``: each block's threads as real threads meeting at a barrier, its shared
+  memory theirs, one block after another): the source itself gives the numbers, not a NumPy
+  rewrite of it. Kernel argument types are checked against the signature (CuPy passes a
+  pointer or a scalar as given, whatever the kernel declares).
 
-It cannot check the GPU itself: NVRTC compilation, launch limits, concurrency between
-threads (kernels that need shared memory, synchronisation or atomics do not compile here),
-speed or memory. The suite runs the real CuPy on a machine with a GPU.
+It cannot check the GPU itself: NVRTC compilation, launch limits, warp-level operations
+(shuffles, votes) and atomics (they do not compile here), speed or memory. The suite runs
+the real CuPy on a machine with a GPU.
 """
 from __future__ import annotations
 
@@ -239,6 +241,23 @@ static rfw2s_dim3 blockIdx, threadIdx, blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 """
+# A kernel with shared memory and barriers runs each block's threads as real threads, with
+# __syncthreads() a barrier and __shared__ storage shared by them (blocks one after another).
+_THREADED_PRELUDE = r"""
+#include <math.h>
+#include <barrier>
+#include <thread>
+#include <vector>
+struct rfw2s_dim3 { unsigned x, y, z; };
+static thread_local rfw2s_dim3 threadIdx;
+static rfw2s_dim3 blockIdx, blockDim, gridDim;
+static std::barrier<>* rfw2s_block_barrier;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __syncthreads() rfw2s_block_barrier->arrive_and_wait()
+"""
 _LIBRARIES: dict = {}  # compiled kernels by source hash
 _PROCESS: dict = {}  # this process's build folder and, under the shims, its modules
 
@@ -257,8 +276,8 @@ def _build_folder() -> Path:
     return _PROCESS["folder"]
 
 
-def _compile(source: str):
-    """``source`` as a shared library (g++ -O2), once per source."""
+def _compile(source: str, threaded: bool = False):
+    """``source`` as a shared library (g++ -O2; C++20 with threads for ``threaded``), once per source."""
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
     if key not in _LIBRARIES:
         path = _build_folder() / f"kernel_{key}"
@@ -267,7 +286,8 @@ def _compile(source: str):
             # Another process may compile the same source: each writes its own file, then renames.
             scratch = path.with_name(f"{path.name}.{os.getpid()}")
             scratch.with_suffix(".cpp").write_text(source)
-            result = subprocess.run(["g++", "-O2", "-shared", "-fPIC", "-o", str(scratch.with_suffix(".so")),
+            flags = ["-std=c++20", "-pthread"] if threaded else []
+            result = subprocess.run(["g++", "-O2", *flags, "-shared", "-fPIC", "-o", str(scratch.with_suffix(".so")),
                                      str(scratch.with_suffix(".cpp"))], capture_output=True, text=True, check=False)
             if result.returncode:
                 raise RuntimeError(f"emulated CuPy: the kernel source does not compile as C++:\n{result.stderr}")
@@ -300,7 +320,8 @@ def _check_argument(value, name, base, pointer, kernel):
 
 
 class RawKernel:
-    """``cupy.RawKernel``: the launch runs every thread in order (1-D grids and blocks)."""
+    """``cupy.RawKernel``: the launch runs every thread in order (1-D grids and blocks); one
+    with shared memory and barriers runs each block's threads as real threads."""
 
     def __init__(self, code: str, name: str, options=(), **kwargs):
         match = re.search(r'extern\s+"C"\s+__global__\s+void\s+' + re.escape(name) + r"\s*\(([^)]*)\)", code)
@@ -309,14 +330,26 @@ class RawKernel:
         self.name = name
         self.parameters = [_c_parameter(p) for p in match.group(1).split(",")]
         arguments = ", ".join(name for name, _, _ in self.parameters)
-        launch = (f'extern "C" void rfw2s_launch(long long grid, long long block, {match.group(1)}) {{\n'
-                  "    gridDim.x = (unsigned)grid; blockDim.x = (unsigned)block;\n"
-                  "    for (long long b = 0; b < grid; ++b)\n"
-                  "        for (long long t = 0; t < block; ++t) {\n"
-                  "            blockIdx.x = (unsigned)b; threadIdx.x = (unsigned)t;\n"
-                  f"            {name}({arguments});\n"
-                  "        }\n}\n")
-        self._launch = _compile(_PRELUDE + code + launch).rfw2s_launch
+        threaded = "__syncthreads" in code or "__shared__" in code
+        head = f'extern "C" void rfw2s_launch(long long grid, long long block, {match.group(1)}) {{\n'
+        if threaded:
+            launch = (head + "    gridDim.x = (unsigned)grid; blockDim.x = (unsigned)block;\n"
+                      "    for (long long b = 0; b < grid; ++b) {\n"
+                      "        blockIdx.x = (unsigned)b;\n"
+                      "        std::barrier<> barrier(block); rfw2s_block_barrier = &barrier;\n"
+                      "        std::vector<std::thread> threads;\n"
+                      "        for (long long t = 0; t < block; ++t)\n"
+                      f"            threads.emplace_back([=] {{ threadIdx.x = (unsigned)t; {name}({arguments}); }});\n"
+                      "        for (auto& thread : threads) thread.join();\n"
+                      "    }\n}\n")
+        else:
+            launch = (head + "    gridDim.x = (unsigned)grid; blockDim.x = (unsigned)block;\n"
+                      "    for (long long b = 0; b < grid; ++b)\n"
+                      "        for (long long t = 0; t < block; ++t) {\n"
+                      "            blockIdx.x = (unsigned)b; threadIdx.x = (unsigned)t;\n"
+                      f"            {name}({arguments});\n"
+                      "        }\n}\n")
+        self._launch = _compile((_THREADED_PRELUDE if threaded else _PRELUDE) + code + launch, threaded).rfw2s_launch
 
     def __call__(self, grid, block, args, shared_mem=0, stream=None):
         grid, block = tuple(grid), tuple(block)

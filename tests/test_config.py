@@ -47,7 +47,8 @@ BAD_CONFIGS = {
     "plot dpi as text": (_set(("plot",), {"dpi": "high"}), "dpi"),
     "lanczos tolerance not positive": (_set(("lanczos",), {"tol": 0.0}), "tol"),
     "validation on an ablation": (_set(EXP + ("m_st",), [256, 1024]), "validation: needs a single integer m_st"),
-    "m_st rule without factor": (_set(M23 + ("m_st",), {"d_power": 2}), "m_st"),
+    "m_st rule of an unknown kind": (_set(M23 + ("m_st",), {"d_root": 2}), "m_st"),
+    "m_st rule with two kinds": (_set(M23 + ("m_st",), {"d_factor": 2, "d_power": 1.25}), "m_st"),
     "unknown top-level key": (_set(("colour",), "red"), "colour"),
     "unknown experiment key": (_set(EXP + ("m_ts",), 3), "m_ts"),
     "teacher not smaller than student": (_set(EXP + ("m_te",), [8, 1024]), "experiments.tiny.m_te"),
@@ -57,7 +58,7 @@ BAD_CONFIGS = {
     "negative teacher size": (_set(EXP + ("m_te",), [-4, 8]), "m_te"),
     "time grid min >= max": (_set(EXP + ("t",), {"min": 1e5, "max": 1e2, "num": 10}), "experiments.tiny.t"),
     "time grid one point": (_set(EXP + ("t",), {"min": 1, "max": 1e2, "num": 1}), "num"),
-    "unknown model": (_set(EXP + ("model",), "resnet"), "'resnet' is not one of ['linear_spiked', 'relu_sphere']"),
+    "unknown model": (_set(EXP + ("model",), "resnet"), "'resnet' is not one of ['linear_spiked', 'relu_sphere'"),
     "unknown backend": (_set(("backend",), "tpu"), "backend"),
     "missing seed": (_delete(EXP + ("seed",)), "seed"),
     "no experiments": (_set(("experiments",), {}), "experiments"),
@@ -80,9 +81,28 @@ BAD_CONFIGS = {
 }
 
 
+# Refused by the Snakefile itself (it knows the rules and loads the plugins); every other case
+# by the library's validation and plan, which the Snakefile runs before any job.
+SNAKEFILE_ONLY = ("experiment named like a rule", "missing model plugin file")
+# The cases also fed to the real snakemake: one of each kind of check.
+THROUGH_SNAKEMAKE = SNAKEFILE_ONLY + ("another model's parameter", "time grid with NaN", "replicates beyond the bound",
+                                      "teacher not smaller than student", "student beyond LAPACK's eigh",
+                                      "experiment named like a pipeline folder")
+
+
+@pytest.mark.parametrize("case", sorted(set(BAD_CONFIGS) - set(SNAKEFILE_ONLY)))
+def test_bad_config_is_refused_naming_the_key(case):
+    edit, key = BAD_CONFIGS[case]
+    config = copy.deepcopy(load_tiny())
+    edit(config)
+    with pytest.raises(ConfigError) as err:
+        Plan(validate(config, SCHEMA), memory=24 << 30)
+    assert key in str(err.value)
+
+
 @pytest.mark.workflow
-@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_bad_config_stops_before_any_job(tmp_path, case):
+@pytest.mark.parametrize("case", THROUGH_SNAKEMAKE)
+def test_bad_config_stops_snakemake_before_any_job(tmp_path, case):
     edit, key = BAD_CONFIGS[case]
     config = copy.deepcopy(load_tiny())
     edit(config)
@@ -91,6 +111,7 @@ def test_bad_config_stops_before_any_job(tmp_path, case):
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert key in output, output[-2000:]
+    assert "Traceback" not in output  # one message, not a stack
     assert not (tmp_path / "results").exists()
 
 

@@ -18,7 +18,7 @@ import pytest
 import emulated_cupy
 from conftest import NEEDS_COMPILER
 from rfw2s.models.relu import kernel as relu_module
-from rfw2s.models.relu.kernel import kappa, kappa_product_source
+from rfw2s.models.relu.kernel import kappa, kappa_fused_source, kappa_product_source
 
 
 @pytest.fixture
@@ -71,3 +71,37 @@ def test_kappa_product_source_compiles_for_the_gpu(tmp_path, lanes):
     result = subprocess.run(["nvcc", "-arch=sm_90", "-c", "-o", str(tmp_path / "product.o"), str(source)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@NEEDS_COMPILER
+@pytest.mark.parametrize("rows, M, dim, lanes", [
+    (100, 300, 32, 6),  # a partial last block of rows, a partial last chunk of columns
+    (64, 64, 8, 1),  # exactly one block and one chunk
+    (7, 130, 3, 2),  # fewer rows than a block, a dimension that is no multiple of the unroll
+])
+def test_the_fused_kernel_with_its_inner_products_agrees_with_numpy(host_cupy, rows, M, dim, lanes):
+    # Its threads share memory and meet at barriers: the emulation runs each block's threads
+    # as real threads, so a missing barrier or a chunk staged over another's shows here.
+    rng = np.random.default_rng(rows + M + dim)
+    A = rng.standard_normal((rows, dim))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    B = rng.standard_normal((M, dim))
+    B /= np.linalg.norm(B, axis=1, keepdims=True)
+    X = rng.standard_normal((M, lanes))
+    out = host_cupy.empty((rows, lanes))
+    got = relu_module.kappa_fused_product_into(host_cupy.asarray(A), host_cupy.asarray(B), host_cupy.asarray(X), dim,
+                                                out)
+    assert got is out
+    want = kappa(A @ B.T, dim) @ X
+    scale = kappa(np.abs(A @ B.T), dim) @ np.abs(X)
+    assert np.max(np.abs(out.get() - want) / scale) < 1e-13
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+def test_the_fused_kernel_compiles_for_the_gpu_without_spills(tmp_path):
+    source = tmp_path / "fused.cu"
+    source.write_text(kappa_fused_source(32, 6))
+    result = subprocess.run(["nvcc", "-arch=sm_90", "-Xptxas", "-v", "-c", "-o", str(tmp_path / "fused.o"),
+                             str(source)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "0 bytes spill stores" in result.stderr, result.stderr

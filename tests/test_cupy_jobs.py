@@ -4,6 +4,7 @@ is its strict emulation (tests/emulated_cupy.py), so the jobs' CuPy paths (trans
 kernel built on the device, the fused product, cuSOLVER's eigh, the memory check) run
 everywhere."""
 import numpy as np
+import pandas as pd
 import pytest
 
 import emulated_cupy
@@ -120,3 +121,25 @@ def test_a_curve_job_refuses_missing_teachers_and_unmatched_operator_files(tmp_p
     with pytest.raises(SystemExit, match=r"replicates \[1\] have no teacher file"):
         curves({**recipe, "replicates": [1], "operator": "stored"}, "--teachers", teachers)
     assert not out.exists()
+
+
+def test_a_curve_job_imports_neither_pandas_nor_matplotlib(tmp_path):
+    # Their imports would be a large part of a small job's time: the rows go out as columns.
+    import json
+    import subprocess
+    import sys
+
+    plan = plan_of({"x": EXPERIMENT})
+    key = _only_curve_key(plan)
+    run_curves(plan, key, tmp_path)  # its teachers, in this process
+    inputs = plan.curve_inputs(key)
+    argv = ["curves", "--recipe", plan.step("curves", key).recipe_json(), "--teachers",
+            *[str(tmp_path / p) for p in inputs["teachers"]], "--out", str(tmp_path / "again.parquet")]
+    code = ("import sys, rfw2s.cli as cli; cli.main(sys.argv[1:]); "
+            "print(json.dumps(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", "import json; " + code, *argv], capture_output=True, text=True,
+                          check=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert "start-up (interpreter and imports)" not in proc.stderr  # only `python -m rfw2s` knows its start
+    assert np.array_equal(pd.read_parquet(tmp_path / "again.parquet")["L_ST"],
+                          pd.read_parquet(tmp_path / plan.curves_file(key))["L_ST"])

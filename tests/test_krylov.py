@@ -141,3 +141,13 @@ def test_the_upper_panels_hold_the_kernel_and_give_the_same_product(M, rng):
     assert np.allclose(np.triu(upper), np.triu(G), rtol=1e-15, atol=0)
     X = rng.standard_normal((M, 7))
     assert np.allclose(dense_matvec(panels, M)(X), dense_matvec(G, M)(X), rtol=1e-13, atol=1e-15)
+
+
+def test_matrix_free_lanczos_with_the_inner_products_fused_agrees_with_eigh(cupy_backend, monkeypatch):
+    from rfw2s.models.relu import kernel
+
+    monkeypatch.setattr(kernel, "FUSED_INNER_PRODUCTS", True)
+    W, teachers = _problem(256, sizes=(16, 64))
+    dense = exact_curves(MODEL, W, teachers, TS, operator="eigh")
+    fused = exact_curves(MODEL, W, teachers, TS, operator="tiled", backend=cupy_backend)
+    assert fused.converged and np.max(np.abs(fused.losses / dense.losses - 1)) < 1e-10

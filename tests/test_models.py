@@ -143,9 +143,12 @@ def test_unknown_model_lists_available():
 @pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),
                                         ("linear_spiked", {"d": 9, "k": 2, "eps": 0.1, "target": "first"})])
 @pytest.mark.parametrize("lanes", [1, 6])
-def test_matrix_free_product_is_the_kernel_times_the_block(name, spec, backend, lanes, rng):
+@pytest.mark.parametrize("fused_inner", [False, True])
+def test_matrix_free_product_is_the_kernel_times_the_block(name, spec, backend, lanes, fused_inner, rng, monkeypatch):
     # Tiles of 8 rows (the last one short): relu_sphere's product is one fused pass over each
-    # tile on CuPy (kernel function and product), every other case gram_into and a product.
+    # tile on CuPy (kernel function and product), or with fused_inner one launch with the
+    # inner products inside too; every other case gram_into and a product.
+    monkeypatch.setattr(relu_kernel, "FUSED_INNER_PRODUCTS", fused_inner)
     be = as_backend(backend)
     model = make_model(name, **spec)
     W = model.sample_features(seed_sequence(0, "student", 37, 0), 37)

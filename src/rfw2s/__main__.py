@@ -7,6 +7,10 @@ resource), so they may use every core.
 """
 import os
 import sys
+import time
+
+# When the interpreter reached this module: a job logs its start-up (imports) from here.
+STARTED = time.perf_counter()
 
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                   "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")

@@ -5,7 +5,9 @@ infinite-width solution."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+# pandas is imported where a table is assembled from others, not at the top: a curve job
+# writes its rows (curve_columns) without it, and spares its start-up.
 
 # Bump when a change alters the numbers of the experiment tables (summary, fit).
 TABLES_VERSION = "1"
@@ -22,18 +24,19 @@ KEYS = ["replicate", "m_te", "m_st", "n", "rule"]  # one curve
 AXES = ("m_st", "n", "rule")
 
 
-def curve_table(replicate: int, W, teachers, rule, result, infinite, floor: float = float("nan"),
-                n: float = np.inf) -> pd.DataFrame:
-    """Rows of :data:`LOSS_COLUMNS` for one student draw ``W`` trained on ``n`` inputs (``inf``:
-    the population): ``result`` are its exact curves (:class:`rfw2s.curves.Curves`, for the
-    filter ``result.rule``, a RuleSet for several rules) for the ``teachers`` (each ``{"coef",
-    "loss"}``), ``infinite`` the infinite-width curve of each teacher (``None`` where there is
-    none), ``floor`` the part of the target no student can learn (NaN: unknown)."""
+def curve_columns(replicate: int, W, teachers, rule, result, infinite, floor: float = float("nan"),
+                  n: float = np.inf) -> dict[str, np.ndarray]:
+    """The columns (:data:`LOSS_COLUMNS`) of one student draw's rows, as NumPy arrays: ``W``
+    trained on ``n`` inputs (``inf``: the population), ``result`` its exact curves
+    (:class:`rfw2s.curves.Curves`, for the filter ``result.rule``, a RuleSet for several rules)
+    for the ``teachers`` (each ``{"coef", "loss"}``), ``infinite`` the infinite-width curve of
+    each teacher (``None`` where there is none), ``floor`` the part of the target no student
+    can learn (NaN: unknown)."""
     from .spectral import each_rule
 
     m_st, d = W.shape
     rules = each_rule(result.rule)
-    frames = []
+    columns = {name: [] for name in LOSS_COLUMNS}
     for teacher, L_ST, curve in zip(teachers, result.losses, infinite):
         L_inf = np.full_like(L_ST, np.nan) if curve is None else curve.losses
         L_TE = float(teacher["loss"])
@@ -41,13 +44,14 @@ def curve_table(replicate: int, W, teachers, rule, result, infinite, floor: floa
         for r in rules:
             part = slice(start, start + r.grid.size)
             start += r.grid.size
-            frames.append(pd.DataFrame({
-                "replicate": replicate, "m_te": int(teacher["coef"].size), "m_st": m_st, "n": float(n),
-                "rule": r.name, "d": d, "grid": r.grid, "t": r.times, "L_TE": L_TE, "L_ST": L_ST[part],
-                "ratio": L_ST[part] / L_TE, "L_ST_inf": L_inf[part], "ratio_inf": L_inf[part] / L_TE,
-                "L_floor": float(floor), "solver": result.solver, "lanczos_steps": result.steps,
-                "achieved_tol": result.achieved_tol}))
-    return pd.concat(frames, ignore_index=True)[LOSS_COLUMNS]
+            values = {"replicate": replicate, "m_te": int(teacher["coef"].size), "m_st": m_st, "n": float(n),
+                      "rule": r.name, "d": d, "grid": r.grid, "t": r.times, "L_TE": L_TE, "L_ST": L_ST[part],
+                      "ratio": L_ST[part] / L_TE, "L_ST_inf": L_inf[part], "ratio_inf": L_inf[part] / L_TE,
+                      "L_floor": float(floor), "solver": result.solver, "lanczos_steps": result.steps,
+                      "achieved_tol": result.achieved_tol}
+            for name, value in values.items():
+                columns[name].append(np.broadcast_to(np.asarray(value), (r.grid.size,)))
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
 
 
 def sort_losses(losses: pd.DataFrame) -> pd.DataFrame:
@@ -87,6 +91,8 @@ def degree_table(replicate: int, teacher: dict, rule, curve, degrees, remainder:
     the teacher's error in each of ``degrees``, in every other degree together (``rest``) and,
     where the inputs leave one, in the part of a constant no feature reaches (``radial``); the
     parts sum to the totals."""
+    import pandas as pd
+
     from .spectral import each_rule
 
     if curve.per_degree is None or max(degrees) > curve.degree:
@@ -126,6 +132,8 @@ def fit_exponents(summary: pd.DataFrame, by=()) -> pd.DataFrame:
     ``by``: the columns of :data:`AXES` the experiment sweeps; one set of rows per value of
     them. A column not swept holds its one value, or missing (``<NA>``) where it varies (the
     student width of ``m_st: {d_factor: f}``); ``replicate`` is missing on pooled rows."""
+    import pandas as pd
+
     by = list(by)
     parts = list(summary.groupby(by, sort=True)) if by else [((), summary)]
     frames = []
@@ -144,6 +152,8 @@ def fit_exponents(summary: pd.DataFrame, by=()) -> pd.DataFrame:
 
 
 def _fit_one_group(summary: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for width, column in (("finite", "L_ST_min"), ("infinite", "L_ST_inf_min")):
         per_rep = []

@@ -140,13 +140,34 @@ def load_npz(path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def _arrow_column(values: np.ndarray):
+    """A pyarrow array of a NumPy column, built from its buffers: ``pyarrow.array`` would import
+    pandas (to ask whether it was given a Series), which is most of a small job's start-up."""
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    if values.dtype.kind in "US":  # text: offsets into the joined UTF-8 bytes
+        encoded = [str(v).encode() for v in values]
+        offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int32)
+        return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets),
+                                                                 pa.py_buffer(b"".join(encoded))])
+    kinds = {"f": pa.float64(), "i": pa.int64()}
+    if values.dtype.kind not in kinds:
+        raise TypeError(f"no parquet column for NumPy dtype {values.dtype}")
+    values = np.ascontiguousarray(values, dtype=np.float64 if values.dtype.kind == "f" else np.int64)
+    return pa.Array.from_buffers(kinds[values.dtype.kind], len(values), [None, pa.py_buffer(values)])
+
+
 def save_parquet(path, df, metadata: dict | None = None) -> None:
-    """Write the DataFrame ``df`` (index dropped) with ``metadata`` as JSON under the
-    ``rfw2s`` key."""
+    """Write the table ``df`` (a DataFrame, index dropped, or a dict of NumPy columns, which
+    spares a job pandas) with ``metadata`` as JSON under the ``rfw2s`` key."""
     import pyarrow as pa  # here, not at the top: the array steps start faster without it
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    if isinstance(df, dict):
+        table = pa.Table.from_arrays([_arrow_column(v) for v in df.values()], names=list(df))
+    else:
+        table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata is not None:
         meta = dict(table.schema.metadata or {})
         meta[METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=str).encode()

@@ -108,22 +108,23 @@ def to_numpy(a) -> np.ndarray:
 
 
 def versions() -> dict[str, str]:
-    """Library versions and device, recorded in every artifact's metadata."""
-    import pandas
-    import pyarrow
+    """Library versions and device, recorded in every artifact's metadata. Read from the
+    installed distributions, not by importing them (a job that does not use pandas does not
+    pay its import); CuPy and CUDA where this process uses CuPy."""
+    import sys
+    from importlib import metadata
 
-    info = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pandas.__version__,
-        "pyarrow": pyarrow.__version__,
-        "machine": platform.machine(),
-    }
-    try:
-        import cupy
-
-        info["cupy"] = cupy.__version__
-        info["cuda_runtime"] = str(cupy.cuda.runtime.runtimeGetVersion())
-    except Exception:
-        pass
+    info = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine()}
+    for name in ("pandas", "pyarrow"):
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        try:
+            info["cupy"] = cupy.__version__
+            info["cuda_runtime"] = str(cupy.cuda.runtime.runtimeGetVersion())
+        except Exception:
+            pass
     return info

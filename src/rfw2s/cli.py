@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,14 @@ def step(name: str, be: backends.Backend | None = None):
     if be is not None:
         be.synchronize()
     log.info("%s: %.3f s", name, time.perf_counter() - start)
+
+
+def _imports_done() -> None:
+    """Log the job's start-up so far (interpreter and imports, from ``python -m rfw2s``), which
+    bench/stage_times.py weighs against the job's wall time."""
+    started = getattr(sys.modules.get("__main__"), "STARTED", None)
+    if started is not None:
+        log.info("start-up (interpreter and imports): %.3f s", time.perf_counter() - started)
 
 
 def _backend(name: str) -> backends.Backend:
@@ -74,6 +83,7 @@ def _cached_operator(operator: str, files: dict[str, str]) -> dict:
 # --- steps -------------------------------------------------------------------------
 def cmd_teachers(a):
     """Every teacher size of one replicate in one job: the job's start-up costs more than its fits."""
+    _imports_done()
     recipe = json.loads(a.recipe)
     be = _backend(recipe["backend"])
     fits = {"replicate": np.int64(a.replicate), "m_te": np.asarray(recipe["m_te"], dtype=np.int64),
@@ -95,6 +105,7 @@ def cmd_kernel(a):
     from .curves import gram_matrix, gram_tiles
     from .plan import kernel_job_layout
 
+    _imports_done()
     recipe = json.loads(a.recipe)
     be = _backend(recipe["backend"])
     model, W = _student(recipe, a.replicate)
@@ -114,6 +125,7 @@ def cmd_kernel(a):
 
 
 def cmd_eigh(a):
+    _imports_done()
     recipe = json.loads(a.recipe)
     be = _backend(recipe["backend"])
     G = artifacts.load_npy(a.gram)
@@ -182,12 +194,12 @@ def _log_convergence(result, tol):
 
 def cmd_curves(a):
     """Every replicate's draw of one student width in one job: a GPU job's start-up (CuPy
-    import, CUDA context) costs more than one draw's curves."""
-    import pandas as pd
-
+    import, CUDA context) costs more than one draw's curves. No pandas here (its import would
+    be a large part of a small job): the rows go to parquet as NumPy columns."""
     from . import analysis
     from .spectral import rules_of
 
+    _imports_done()
     recipe = json.loads(a.recipe)
     be = _backend(recipe["backend"])
     rule = rules_of(recipe["rules"])
@@ -220,16 +232,18 @@ def cmd_curves(a):
                 truncation[f"{replicate}/{t['coef'].size}"] = {"degree": curve.degree, "relative_error_bound": bound}
                 log.info("M_TE=%d infinite width: degree %d, truncation error <= %.1e relative", t["coef"].size,
                          curve.degree, bound)
-        table = analysis.curve_table(replicate, W, teachers[replicate], rule, result, infinite,
-                                     floor=getattr(model, "loss_floor", float("nan")),
-                                     n=np.inf if X is None else len(X))
-        for (m_te, name), part in table.groupby(["m_te", "rule"], sort=False):
-            best = int(np.argmin(part["L_ST"].to_numpy()))
-            log.info("replicate %d, M_TE=%d, %s: best ratio %.4f at grid value %.4g", replicate, m_te, name,
-                     part["ratio"].iloc[best], part["grid"].iloc[best])
+        table = analysis.curve_columns(replicate, W, teachers[replicate], rule, result, infinite,
+                                       floor=getattr(model, "loss_floor", float("nan")),
+                                       n=np.inf if X is None else len(X))
+        for m_te in dict.fromkeys(table["m_te"].tolist()):
+            for name in dict.fromkeys(table["rule"].tolist()):
+                rows = np.flatnonzero((table["m_te"] == m_te) & (table["rule"] == name))
+                best = rows[np.argmin(table["L_ST"][rows])]
+                log.info("replicate %d, M_TE=%d, %s: best ratio %.4f at grid value %.4g", replicate, m_te, name,
+                         table["ratio"][best], table["grid"][best])
         frames.append(table)
-    artifacts.save_parquet(a.out, pd.concat(frames, ignore_index=True),
-                           _metadata(be, recipe=recipe, infinite_width_truncation=truncation))
+    columns = {name: np.concatenate([f[name] for f in frames]) for name in frames[0]}
+    artifacts.save_parquet(a.out, columns, _metadata(be, recipe=recipe, infinite_width_truncation=truncation))
 
 
 def cmd_degrees(a):
@@ -239,6 +253,7 @@ def cmd_degrees(a):
     from . import analysis
     from .spectral import rules_of
 
+    _imports_done()
     recipe = json.loads(a.recipe)
     rule = rules_of(recipe["rules"])
     teachers = load_teachers(a.teachers, recipe["m_te"])
@@ -257,6 +272,7 @@ def cmd_aggregate(a):
 
     from . import analysis
 
+    _imports_done()
     recipe = json.loads(a.recipe)
     losses = analysis.sort_losses(pd.concat([pd.read_parquet(p) for p in a.curves], ignore_index=True))
     summary = analysis.summarize(losses)
@@ -275,6 +291,7 @@ def cmd_figures(a):
 
     from . import plotting
 
+    _imports_done()
     losses, summary, fit = (pd.read_parquet(p) for p in (a.losses, a.summary, a.fit))
     shown = json.loads(a.show)
     # An experiment sweeping widths or sample sizes: its Figure 2 at one of them; over several
@@ -293,6 +310,7 @@ def cmd_degree_figure(a):
 
     from . import plotting
 
+    _imports_done()
     degrees, losses = pd.read_parquet(a.degrees), pd.read_parquet(a.losses)
     plotting.save_figure(plotting.figure_degrees(degrees, losses, title=a.title), Path(a.out), a.dpi)
 
@@ -302,6 +320,7 @@ def cmd_ablation_figures(a):
 
     from . import plotting
 
+    _imports_done()
     summary, fit = pd.read_parquet(a.summary), pd.read_parquet(a.fit)
     others = {k: v for k, v in json.loads(a.show).items() if k != a.sweep}  # the other swept axes, fixed
     summary, fit = plotting.where(summary, **others), plotting.where(fit, **others)
@@ -317,6 +336,7 @@ def cmd_validate(a):
 
     from . import validation
 
+    _imports_done()
     recipe = json.loads(a.recipe)
     be = _backend(recipe["backend"])
     losses = pd.read_parquet(a.losses)
@@ -346,6 +366,7 @@ def cmd_validation_figure(a):
 
     from . import plotting
 
+    _imports_done()
     table, curves, convergence = (pd.read_parquet(p) for p in (a.table, a.curves, a.convergence))
     plotting.save_figure(plotting.figure_validation(curves, convergence, table, title=a.title), Path(a.out), a.dpi)
 

@@ -11,8 +11,11 @@ How a curve job reaches ``H`` is one choice, an *operator* (made once by :mod:`r
 """
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,8 +88,7 @@ class Curves:
     rule: object  # the filter as evaluated: a step relative to lam_max resolved for this kernel
 
 
-# Block size of the CPU's symmetric product (a block of doubles that stays in cache while
-# it is used twice).
+# Rows of a stored panel on the CPU: a block row of the kernel on and above its diagonal.
 SYMMETRIC_BLOCK = 512
 
 
@@ -104,11 +106,6 @@ class UpperPanels:
             self.panels.append(np.empty((r1 - r0, M - r0)))
             _fill(model, W[r0:r1], columns[r0:], self.panels[-1])
 
-    def block(self, i: int, j: int):
-        """``G[edges[i]:edges[i + 1], edges[j]:edges[j + 1]]`` for ``j >= i`` (a view)."""
-        r0 = self.edges[i]
-        return self.panels[i][:, self.edges[j] - r0:self.edges[j + 1] - r0]
-
 
 def stored_kernel(model, W):
     """The kernel of the features ``W`` held in memory for Lanczos: its upper panels on the
@@ -119,37 +116,93 @@ def stored_kernel(model, W):
     return gram_matrix(model, W)
 
 
+def _cache_bytes(level: int, default: int) -> int:
+    """The size of this CPU's level-``level`` data cache (Linux sysfs), or ``default``."""
+    for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            if int(open(f"{index}/level").read()) == level and open(f"{index}/type").read().strip() != "Instruction":
+                size = open(f"{index}/size").read().strip()
+                return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]] if size[-1] in "KM" else int(size)
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def chunk_columns(rows: int) -> int:
+    """Columns of a panel chunk the symmetric product uses for both of its products while it is
+    in cache: a chunk of ``rows`` rows as large as one core's L2 (read from the machine; 1 MiB
+    if unknown), a multiple of 64 columns. On the 2-core CPU machine (1 MiB L2): 256 columns
+    of 512 rows, the fastest of 128, 256 and 512 measured (bench/benchmark.py --symmetric)."""
+    columns = _cache_bytes(2, 1 << 20) // (8 * rows)
+    return max(64, columns // 64 * 64)
+
+
+_POOLS: dict = {}  # worker count -> executor of the CPU's symmetric product
+
+
+def _usable_cores() -> int:
+    """Threads for the CPU's symmetric product: as many as BLAS may use (the job's
+    OMP_NUM_THREADS), else every core this process may run on."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _balanced_shares(widths, workers: int) -> list[list[int]]:
+    """Panels (of ``widths`` columns each) split among ``workers`` with about equal columns each."""
+    shares, loads = [[] for _ in range(workers)], [0] * workers
+    for i in sorted(range(len(widths)), key=lambda i: -widths[i]):
+        k = loads.index(min(loads))
+        shares[k].append(i)
+        loads[k] += widths[i]
+    return [sorted(share) for share in shares if share]
+
+
 def dense_matvec(G, M: int):
     """``X -> H @ X`` for a stored symmetric kernel ``G`` (``H = G / M``): a matrix, or
     :class:`UpperPanels`.
 
-    On the CPU each block above the diagonal is read once and used twice (for its own rows
-    and, transposed, for its mirror's): 0.16 s instead of 0.22-0.25 s at M = 16384 with 15
-    vectors, on 2 cores. Blocks below the diagonal are never read (LAPACK's eigh, too, reads
-    one triangle). On a GPU one matrix product is fastest.
+    On the CPU only the block rows on and above the diagonal are read, each once per product,
+    in chunks of :func:`chunk_columns` that serve both of their products while in cache (a
+    chunk above the diagonal block gives ``Y_rows += B X_cols`` and ``Y_cols^T += X_rows^T B``),
+    on every core, each with its own share of the panels (within 1.3x of one streaming pass over
+    the stored bytes, bench/benchmark.py --symmetric). On a GPU one matrix product is fastest.
     """
     if isinstance(G, UpperPanels):
-        edges, block = G.edges, G.block
+        edges, panels = G.edges, G.panels
     elif array_namespace(G).__name__ != "numpy":
         return lambda X: (G @ X) / M
     else:
         edges = list(range(0, M, SYMMETRIC_BLOCK)) + [M]
+        panels = [G[r0:r1, r0:] for r0, r1 in zip(edges[:-1], edges[1:])]
+    width = chunk_columns(SYMMETRIC_BLOCK)
+    workers = _usable_cores()
+    shares = _balanced_shares([p.shape[1] for p in panels], workers)
+    if len(shares) > 1 and len(shares) not in _POOLS:
+        _POOLS[len(shares)] = ThreadPoolExecutor(len(shares))
 
-        def block(i, j):
-            return G[edges[i]:edges[i + 1], edges[j]:edges[j + 1]]
-
-    n = len(edges) - 1
+    def share_product(share, X):
+        Y = np.zeros((M, X.shape[1]))
+        YT = np.zeros((X.shape[1], M))
+        for i in share:
+            r0, r1 = edges[i], edges[i + 1]
+            panel, rows = panels[i], r1 - r0
+            X_rows_T = np.ascontiguousarray(X[r0:r1].T)
+            for c in range(0, rows, width):  # the diagonal block, stored whole: one product
+                Y[r0:r1] += panel[:, c:min(c + width, rows)] @ X[r0 + c:r0 + min(c + width, rows)]
+            for c in range(rows, panel.shape[1], width):  # above it: both products while in cache
+                chunk = panel[:, c:c + width]
+                Y[r0:r1] += chunk @ X[r0 + c:r0 + c + width]
+                YT[:, r0 + c:r0 + c + width] += X_rows_T @ chunk
+        Y += YT.T
+        return Y
 
     def matvec(X):
-        Y = np.zeros((M, X.shape[1]))
-        for i in range(n):
-            r0, r1 = edges[i], edges[i + 1]
-            for j in range(i, n):
-                c0, c1 = edges[j], edges[j + 1]
-                b = block(i, j)
-                Y[r0:r1] += b @ X[c0:c1]
-                if j != i:
-                    Y[c0:c1] += b.T @ X[r0:r1]
+        if len(shares) == 1:
+            Y = share_product(shares[0], X)
+        else:
+            Y = sum(_POOLS[len(shares)].map(lambda share: share_product(share, X), shares))
         Y /= M
         return Y
 
@@ -190,10 +243,20 @@ def gram_matrix(model, W):
 
 
 def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
-    """``X -> H @ X`` with ``H`` built tile by tile from the features, never stored."""
+    """``X -> H @ X`` with ``H`` built tile by tile from the features, never stored; on a GPU
+    in one launch without tiles where the model offers it (``kernel_product``)."""
     xp = array_namespace(W)
-    buffer = xp.empty((min(tile_rows, M), M))  # allocated once: every step reuses it
     columns = _columns(W)
+    whole = getattr(model, "kernel_product", None) if xp.__name__ != "numpy" else None
+    if whole is not None:
+        def matvec_whole(X):
+            Y = xp.empty((M, X.shape[1]))
+            whole(W, columns, X, Y)
+            Y /= M
+            return Y
+
+        return matvec_whole
+    buffer = xp.empty((min(tile_rows, M), M))  # allocated once: every step reuses it
 
     def matvec(X):
         Y = xp.empty((M, X.shape[1]))

@@ -12,7 +12,7 @@ rule curves:
     log:
         f"{CACHE}/curves/{{key}}/curves.log",
     benchmark:
-        f"{CACHE}/curves/{{key}}/benchmark.tsv"
+        f"{CACHE}/curves/{{key}}/curves.benchmark.tsv"
     conda:
         CONDA_ENV
     resources:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...backend import array_namespace
-from .kernel import kappa_into, kappa_product_into
+from . import kernel
+from .kernel import kappa_fused_product_into, kappa_into, kappa_product_into
 from .targets import KINDS, HarmonicProfile, LinearProfile, relu_network_target
 
 NAME = "relu_sphere"
@@ -137,6 +138,15 @@ class ReluSphere:
             return xp.matmul(self.gram_into(A, B, work), X, out=out)
         xp.matmul(A, B.T, out=work)
         return kappa_product_into(work, X, self._kappa_d, out)
+
+    @property
+    def kernel_product(self):
+        """``(A, B, X, out) -> out = gram(A, B) @ X`` in one launch on CuPy with the inner
+        products inside the kernel (no tile of them anywhere), where enabled
+        (:data:`.kernel.FUSED_INNER_PRODUCTS`), else ``None``."""
+        if not kernel.FUSED_INNER_PRODUCTS:
+            return None
+        return lambda A, B, X, out: kappa_fused_product_into(A, B, X, self._kappa_d, out)
 
     def target_moments(self, A):
         """``m[j] = E_x[phi(x; a_j) f*(x)]``: ``E[r^2]`` times the profile's moments on the

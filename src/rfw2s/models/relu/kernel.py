@@ -130,6 +130,126 @@ def kappa_product_into(T, X, d: int, out):
     return partial.sum(axis=0, out=out)
 
 
+# The matrix-free product with the inner products inside: ``Y = kappa(A B^T) X`` for feature
+# rows ``A`` (``rows x DIM``) and ``B`` (``M x DIM``), ``X`` (``M x LANES``), no tile of inner
+# products written anywhere, so a step costs its arithmetic. A block of FUSED_THREADS threads
+# owns FUSED_ROWS rows of ``A``, staged in shared memory once; it sweeps ``B`` and ``X`` in chunks
+# of FUSED_COLUMNS rows, staged in turn. Thread (ty, tx) of the 16 x 16 block computes a 4 x 4
+# micro-tile of inner products, rows ty + 16 r and columns tx + 16 c (stride 16 in the
+# k-major staged copies: no shared-memory bank conflicts), applies ``kappa`` and accumulates
+# its rows' products with its columns of ``X``; it writes ``partial[tx, i, v]``, summed over
+# the first axis afterwards (deterministic: no atomics). tests/test_cuda_source.py runs it as
+# C++ with real threads and barriers, and compiles it with nvcc.
+KAPPA_FUSED_SOURCE = r"""
+#define TILE 16
+#define MICRO 4
+#define SPAN (TILE * MICRO)
+extern "C" __global__ void rfw2s_relu_kappa_fused(
+    const double* __restrict__ A, const double* __restrict__ B, const double* __restrict__ X,
+    double* __restrict__ partial, const long long rows, const long long M, const double scale)
+{
+    __shared__ double a_s[DIM * SPAN];       // k-major: a_s[k * SPAN + row]
+    __shared__ double b_s[DIM * SPAN];       // k-major: b_s[k * SPAN + column]
+    __shared__ double x_s[SPAN * LANES];     // x_s[column * LANES + v]
+    const int t = threadIdx.x;
+    const int tx = t % TILE, ty = t / TILE;
+    const long long row0 = (long long)blockIdx.x * SPAN;
+    for (int e = t; e < SPAN * DIM; e += TILE * TILE) {  // coalesced: k fastest in global memory
+        const long long i = row0 + e / DIM;
+        a_s[(e % DIM) * SPAN + e / DIM] = i < rows ? A[i * DIM + e % DIM] : 0.0;
+    }
+    double acc[MICRO][LANES];
+#pragma unroll
+    for (int r = 0; r < MICRO; ++r)
+#pragma unroll
+        for (int v = 0; v < LANES; ++v) acc[r][v] = 0.0;
+    for (long long c0 = 0; c0 < M; c0 += SPAN) {
+        __syncthreads();  // the previous chunk is consumed (and a_s is staged, the first time)
+        for (int e = t; e < SPAN * DIM; e += TILE * TILE) {
+            const long long j = c0 + e / DIM;
+            b_s[(e % DIM) * SPAN + e / DIM] = j < M ? B[j * DIM + e % DIM] : 0.0;
+        }
+        for (int e = t; e < SPAN * LANES; e += TILE * TILE) {
+            const long long j = c0 + e / LANES;
+            x_s[e] = j < M ? X[j * LANES + e % LANES] : 0.0;  // 0 past the end: no contribution
+        }
+        __syncthreads();
+        double dot[MICRO][MICRO];
+#pragma unroll
+        for (int r = 0; r < MICRO; ++r)
+#pragma unroll
+            for (int c = 0; c < MICRO; ++c) dot[r][c] = 0.0;
+#pragma unroll 8
+        for (int k = 0; k < DIM; ++k) {
+            double a[MICRO], b[MICRO];
+#pragma unroll
+            for (int r = 0; r < MICRO; ++r) a[r] = a_s[k * SPAN + ty + TILE * r];
+#pragma unroll
+            for (int c = 0; c < MICRO; ++c) b[c] = b_s[k * SPAN + tx + TILE * c];
+#pragma unroll
+            for (int r = 0; r < MICRO; ++r)
+#pragma unroll
+                for (int c = 0; c < MICRO; ++c) dot[r][c] += a[r] * b[c];
+        }
+#pragma unroll
+        for (int c = 0; c < MICRO; ++c) {
+            double xv[LANES];
+#pragma unroll
+            for (int v = 0; v < LANES; ++v) xv[v] = x_s[(tx + TILE * c) * LANES + v];
+#pragma unroll
+            for (int r = 0; r < MICRO; ++r) {
+                const double x = fmin(1.0, fmax(-1.0, dot[r][c]));
+                const double k = KAPPA;
+#pragma unroll
+                for (int v = 0; v < LANES; ++v) acc[r][v] += k * xv[v];
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < MICRO; ++r) {
+        const long long i = row0 + ty + TILE * r;
+        if (i < rows)
+#pragma unroll
+            for (int v = 0; v < LANES; ++v) partial[(tx * rows + i) * LANES + v] = acc[r][v];
+    }
+}
+"""
+FUSED_THREADS = 256  # TILE x TILE
+FUSED_SPAN = 64  # rows of A per block, and of B per chunk: TILE x MICRO
+# The matrix-free product by KAPPA_FUSED_SOURCE (one launch, no tiles) instead of tiles of
+# cuBLAS inner products read by KAPPA_PRODUCT_SOURCE: off until it is measured faster on a
+# GPU (bench/gpu.sh, stage products, times both; nvcc reports 164 registers, 35 KB shared
+# memory a block for 32 dimensions and 6 vectors).
+FUSED_INNER_PRODUCTS = False
+
+
+def kappa_fused_source(dim: int, lanes: int) -> str:
+    """:data:`KAPPA_FUSED_SOURCE` for features of ``dim`` coordinates and ``lanes`` vectors."""
+    return (f"#define DIM {int(dim)}\n#define LANES {int(lanes)}\n#define KAPPA ({_CUDA_KAPPA_EXPRESSION})\n"
+            + KAPPA_FUSED_SOURCE)
+
+
+def kappa_fused_product_into(A, B, X, d: int, out):
+    """``out[...] = kappa(A B^T) @ X`` on CuPy with the inner products inside the kernel
+    (:data:`KAPPA_FUSED_SOURCE`): ``A`` (``rows x dim``) and ``B`` (``M x dim``) feature rows,
+    ``X`` (``M x lanes``); ``d`` is the kernel function's dimension (its scale)."""
+    import cupy
+
+    rows, dim = A.shape
+    M, lanes = X.shape
+    if B.shape != (M, dim) or any(a.dtype != cupy.float64 for a in (A, B, X)):
+        raise ValueError(f"kappa_fused_product_into needs float64 rows A ({rows} x dim), B (M x dim) and X "
+                         f"(M x lanes); got {A.shape}, {B.shape}, {X.shape}")
+    key = ("fused", dim, lanes)
+    if key not in _CUDA_KERNELS:
+        _CUDA_KERNELS[key] = cupy.RawKernel(kappa_fused_source(dim, lanes), "rfw2s_relu_kappa_fused")
+    A, B, X = (cupy.ascontiguousarray(a) for a in (A, B, X))
+    partial = cupy.empty((16, rows, lanes))
+    _CUDA_KERNELS[key]((-(-rows // FUSED_SPAN),), (FUSED_THREADS,),
+                       (A, B, X, partial, np.int64(rows), np.int64(M), np.float64(1.0 / (2.0 * math.pi * d))))
+    return partial.sum(axis=0, out=out)
+
+
 def kappa_into(R, d: int):
     """:func:`kappa` of every element of ``R`` (float64), in place: no matrix-sized
     temporaries, so tiles of the kernel cost their arithmetic, not allocations.
