@@ -72,11 +72,12 @@ new_run() {
 }
 
 # Snakemake on the repository's Snakefile in a run folder: smk DIR ARGS...
-# Its output goes to $SMK_LOG (default DIR/snakemake.log).
+# Its output goes to $SMK_LOG (default DIR/snakemake.log). Past RUN_TIMEOUT it gets TERM,
+# then KILL 20 s later: Snakemake answers TERM by waiting for jobs it may never see end.
 smk() {
     local dir=$1
     shift
-    (cd "$dir" && env PATH="$BARE_PATH" timeout "$RUN_TIMEOUT" "$PYTHON" -m snakemake -s "$REPO/Snakefile" \
+    (cd "$dir" && env PATH="$BARE_PATH" timeout -k 20 "$RUN_TIMEOUT" "$PYTHON" -m snakemake -s "$REPO/Snakefile" \
         --directory "$dir" --configfile "$dir/config.yaml" "$@") >"${SMK_LOG:-$dir/snakemake.log}" 2>&1
 }
 
