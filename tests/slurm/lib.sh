@@ -6,8 +6,9 @@
 #   RFW2S_SLURM_CONFIG         workflow config (default tests/configs/tiny.yaml)
 #   RFW2S_SLURM_ACCOUNT        account given to the plugin (default rfw2s-local; this
 #                              cluster has no accounting, so any name is accepted)
-#   RFW2S_SLURM_CPUS_PER_TASK  cap on the profile's cpus_per_task (default 1: two jobs share
-#                              the 2-CPU node; see docs/cluster.md)
+#   RFW2S_SLURM_CPUS_PER_TASK  cap on the profile's default cpus_per_task (default 1: two
+#                              light jobs share the 2-CPU node); the per-rule ones (the heavy
+#                              steps ask for 8) are capped at the node's CPUs. See docs/cluster.md.
 #   RFW2S_SLURM_RUN_TIMEOUT    seconds one Snakemake run may take (default 900)
 #   RFW2S_SLURM_WORK           folder for the runs (default: a new temporary one, removed
 #                              at exit unless RFW2S_SLURM_KEEP=1; a folder you name is kept)
@@ -30,8 +31,7 @@ PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")   # absolute: r
 eval "$("$HERE/cluster.sh" env)"
 timeout 10 sinfo >/dev/null 2>&1 || die "the local Slurm cluster does not answer: start it with tests/slurm/cluster.sh up"
 NODE_CPUS=$(sinfo -h -p "$RFW2S_SLURM_PARTITION" -o %c | head -n 1)
-CPUS_PER_TASK=${RFW2S_SLURM_CPUS_PER_TASK:-1}
-((CPUS_PER_TASK <= NODE_CPUS)) || CPUS_PER_TASK=$NODE_CPUS
+DEFAULT_CPUS=${RFW2S_SLURM_CPUS_PER_TASK:-1}
 
 # Runs get the system's PATH and nothing else (as tests/workflow_helpers.py does): a job
 # must find the interpreter running Snakemake through the workflow (it puts that folder
@@ -84,7 +84,9 @@ smk() {
 # The options of a run on the local cluster: the project's profile, with
 #  - the cluster's partition and an account (default-resources; on the command line these
 #    lists replace the profile's, so slurm_check.py repeats the profile's entries),
-#  - cpus_per_task capped to what the node has,
+#  - cpus_per_task capped to what the node has: the heavy steps get the whole node, as
+#    they would get a GPU node's CPUs (without binding, their BLAS threads would share
+#    cores with a neighbour's), the other jobs 1 CPU each, two at a time,
 #  - job states from squeue: without accounting sacct fails, and the plugin would never
 #    see a job finish; MinJobAge is an hour, so squeue still lists finished jobs,
 #  - status checks every second instead of after 40 s (a tiny DAG's jobs take seconds),
@@ -93,8 +95,8 @@ smk() {
 slurm_args() {
     echo --workflow-profile
     echo "$REPO/workflow/profiles/slurm"
-    "$PYTHON" "$HERE/slurm_check.py" profile-args "$REPO/workflow/profiles/slurm" --cpus "$CPUS_PER_TASK" \
-        --account "$ACCOUNT" --partition "$RFW2S_SLURM_PARTITION" "$@"
+    "$PYTHON" "$HERE/slurm_check.py" profile-args "$REPO/workflow/profiles/slurm" --cpus "$NODE_CPUS" \
+        --default-cpus "$DEFAULT_CPUS" --account "$ACCOUNT" --partition "$RFW2S_SLURM_PARTITION" "$@"
     printf '%s\n' --slurm-status-command squeue --slurm-init-seconds-before-status-checks 1 \
         --seconds-between-status-checks 1 --slurm-keep-successful-logs
 }

@@ -34,7 +34,8 @@ EOF
 bare_profile_args() {
     echo --workflow-profile
     echo "$REPO/workflow/profiles/slurm"
-    "$PYTHON" "$HERE/slurm_check.py" profile-args "$REPO/workflow/profiles/slurm" --cpus "$CPUS_PER_TASK" "$@"
+    "$PYTHON" "$HERE/slurm_check.py" profile-args "$REPO/workflow/profiles/slurm" --cpus "$NODE_CPUS" \
+        --default-cpus "$DEFAULT_CPUS" "$@"
     printf '%s\n' --slurm-status-command squeue --slurm-init-seconds-before-status-checks 1 \
         --seconds-between-status-checks 1
 }

@@ -21,6 +21,7 @@ smk "$slurm" "${SLURM[@]}" || { tail_log "$slurm/snakemake.log" 60; die "the Slu
 slurm_s=$((SECONDS - start))
 say "Slurm run: ${slurm_s}s"
 
+check timeline "$slurm/snakemake.log"
 check check-run "$slurm/snakemake.log" --account "$ACCOUNT" --partition "$RFW2S_SLURM_PARTITION" ||
     die "the Slurm run's jobs are not what Snakemake asked for (above)"
 

@@ -5,11 +5,12 @@ pipeline's rules or file layout: jobs and their resources are read from Snakemak
 log, tables are found by searching the results folder, and Slurm's side comes from
 `scontrol show job` (this cluster keeps finished jobs for MinJobAge = 1 hour).
 
-    slurm_check.py profile-args PROFILE_DIR --cpus N [--account A] [--partition P] [--set RULE:RES=V ...]
+    slurm_check.py profile-args PROFILE_DIR --cpus N [--default-cpus M] [--account A] [--partition P] [--set RULE:RES=V ...]
     slurm_check.py check-run LOG [--account A] [--partition P] [--summary FILE]
     slurm_check.py compare RESULTS_A RESULTS_B
     slurm_check.py planned LOG          (jobs a dry run would submit: count)
     slurm_check.py jobs LOG             (one line per Slurm job of a run: id state comment)
+    slurm_check.py timeline LOG         (submit/start/end of each Slurm job, seconds)
     slurm_check.py rerun --reference LOG --first LOG --rerun LOG --cancelled ID --planned N
 """
 import argparse
@@ -23,17 +24,18 @@ import yaml
 
 # --- the profile, with the local cluster's overrides --------------------------------
 
-def profile_args(profile_dir, cpus, account=None, partition=None, extra_set=()):
+def profile_args(profile_dir, cpus, account=None, partition=None, extra_set=(), default_cpus=None):
     """Command-line options that keep the profile's default-resources and set-resources
     and add the local cluster's values. On the command line these options *replace* the
     profile's lists (they do not merge), so the profile's entries are repeated here.
 
     cpus_per_task above ``cpus`` is lowered to it: a 2-CPU node refuses a job asking for
-    8 ("More processors requested than permitted")."""
+    8 ("More processors requested than permitted"); the default one above
+    ``default_cpus`` (if given) to that."""
     profile = yaml.safe_load((Path(profile_dir) / "config.yaml").read_text()) or {}
     defaults = dict(profile.get("default-resources") or {})
     if "cpus_per_task" in defaults:
-        defaults["cpus_per_task"] = min(int(defaults["cpus_per_task"]), cpus)
+        defaults["cpus_per_task"] = min(int(defaults["cpus_per_task"]), cpus, default_cpus or cpus)
     if account:
         defaults["slurm_account"] = account
     if partition:
@@ -262,6 +264,23 @@ def slurm_jobs(text):
     return out
 
 
+def timeline(text):
+    """Per Slurm job of a run: seconds from the first submission to its submission, start
+    and end, as Slurm recorded them; and the sum of the jobs' run times."""
+    from datetime import datetime
+
+    rows = []
+    for _, slurm_id, _ in submissions(text):
+        rec = scontrol_job(slurm_id)
+        times = [datetime.fromisoformat(rec[k]) for k in ("SubmitTime", "StartTime", "EndTime")]
+        rows.append((slurm_id, *times, rec.get("Comment", "?")))
+    if not rows:
+        return []
+    t0 = min(r[1] for r in rows)
+    return [(sid, (sub - t0).total_seconds(), (st - t0).total_seconds(), (end - t0).total_seconds(), comment)
+            for sid, sub, st, end, comment in sorted(rows, key=lambda r: r[2])]
+
+
 # --- tables -------------------------------------------------------------------------
 
 def compare(a, b):
@@ -292,6 +311,7 @@ def main(argv=None):
     p = sub.add_parser("profile-args")
     p.add_argument("profile")
     p.add_argument("--cpus", type=int, required=True)
+    p.add_argument("--default-cpus", type=int)
     p.add_argument("--account")
     p.add_argument("--partition")
     p.add_argument("--set", action="append", default=[])
@@ -307,6 +327,8 @@ def main(argv=None):
     p.add_argument("log")
     p = sub.add_parser("jobs")
     p.add_argument("log")
+    p = sub.add_parser("timeline")
+    p.add_argument("log")
     p = sub.add_parser("rerun")
     p.add_argument("--reference", required=True)
     p.add_argument("--first", required=True)
@@ -315,6 +337,15 @@ def main(argv=None):
     p.add_argument("--planned", type=int, required=True)
     args = parser.parse_args(argv)
 
+    if args.command == "timeline":
+        rows = timeline(Path(args.log).read_text())
+        print(f"{'slurm id':>8} {'submit':>7} {'start':>7} {'end':>7} {'ran':>5}  comment")
+        for sid, sub_s, start, end, comment in rows:
+            print(f"{sid:>8} {sub_s:7.0f} {start:7.0f} {end:7.0f} {end - start:5.0f}  {comment}")
+        if rows:
+            print(f"first submission to last end: {max(r[3] for r in rows):.0f} s; "
+                  f"sum of run times: {sum(r[3] - r[2] for r in rows):.0f} s")
+        return 0
     if args.command == "rerun":
         read = lambda name: Path(getattr(args, name)).read_text()  # noqa: E731
         problems, summary = check_rerun(read("reference"), read("first"), read("rerun"), args.cancelled, args.planned)
@@ -323,7 +354,8 @@ def main(argv=None):
             print(f"FAIL: {problem}", file=sys.stderr)
         return 1 if problems else 0
     if args.command == "profile-args":
-        print("\n".join(profile_args(args.profile, args.cpus, args.account, args.partition, args.set)))
+        print("\n".join(profile_args(args.profile, args.cpus, args.account, args.partition, args.set,
+                                     args.default_cpus)))
         return 0
     if args.command == "planned":
         print(planned(Path(args.log).read_text()))
