@@ -56,7 +56,8 @@ stop_pid() {  # TERM, then KILL after 10 s
     kill -9 "$pid" 2>/dev/null || true
 }
 
-node_state() { SLURM_CONF=$CONF timeout 10 sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n 1; }
+# The node's state, or nothing if slurmctld does not answer (never fails: set -e).
+node_state() { { SLURM_CONF=$CONF timeout 5 sinfo -h -n "$NODE" -o %T 2>/dev/null || true; } | head -n 1; }
 
 log_tails() {
     local f

@@ -29,7 +29,7 @@ PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")   # absolute: r
     die "$PYTHON lacks snakemake or snakemake-executor-plugin-slurm (pip install -e '.[test]'; or set RFW2S_PYTHON)"
 
 eval "$("$HERE/cluster.sh" env)"
-timeout 10 sinfo >/dev/null 2>&1 || die "the local Slurm cluster does not answer: start it with tests/slurm/cluster.sh up"
+[[ -f $SLURM_CONF ]] && timeout 10 sinfo >/dev/null 2>&1 || die "the local Slurm cluster does not answer: start it with tests/slurm/cluster.sh up"
 NODE_CPUS=$(sinfo -h -p "$RFW2S_SLURM_PARTITION" -o %c | head -n 1)
 DEFAULT_CPUS=${RFW2S_SLURM_CPUS_PER_TASK:-1}
 
