@@ -187,6 +187,7 @@ write_srun_shim() {
     real=$(PATH=$(tr ':' '\n' <<<"$PATH" | grep -vxF "$STATE/bin" | paste -sd:) command -v srun) ||
         die "no srun on PATH"
     mkdir -p "$STATE/bin"
+    # shellcheck disable=SC2016  # $SLURM_CONF and "$@" are the shim's own
     printf '#!/bin/sh\n# Written by tests/slurm/cluster.sh (see write_srun_shim there).\nSLURM_CONF=${SLURM_CONF:-%s}\nexport SLURM_CONF\nexec %s "$@"\n' \
         "$CONF" "$real" >"$STATE/bin/srun"
     chmod 755 "$STATE/bin/srun"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by run-tiny.sh and run-faults.sh (sourced): how to run the workflow from a
 # temporary folder, locally and on the local Slurm cluster of cluster.sh.
 #
@@ -29,7 +30,9 @@ PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")   # absolute: r
     die "$PYTHON lacks snakemake or snakemake-executor-plugin-slurm (pip install -e '.[test]'; or set RFW2S_PYTHON)"
 
 eval "$("$HERE/cluster.sh" env)"
-[[ -f $SLURM_CONF ]] && timeout 10 sinfo >/dev/null 2>&1 || die "the local Slurm cluster does not answer: start it with tests/slurm/cluster.sh up"
+if ! [[ -f $SLURM_CONF ]] || ! timeout 10 sinfo >/dev/null 2>&1; then
+    die "the local Slurm cluster does not answer: start it with tests/slurm/cluster.sh up"
+fi
 NODE_CPUS=$(sinfo -h -p "$RFW2S_SLURM_PARTITION" -o %c | head -n 1)
 DEFAULT_CPUS=${RFW2S_SLURM_CPUS_PER_TASK:-1}
 
@@ -59,7 +62,7 @@ cancel_runs() {
     for log in "$WORK"/*/*.log; do
         [[ -f $log ]] || continue
         id=$(sed -n 's/^SLURM run ID: //p' "$log" | tail -n 1)
-        [[ -n $id ]] && scancel --name "$id" 2>/dev/null || true
+        if [[ -n $id ]]; then scancel --name "$id" 2>/dev/null || true; fi
     done
 }
 

@@ -15,6 +15,7 @@
 # Each case runs one experiment of the config (the last; RFW2S_SLURM_FAULTS_EXPERIMENT)
 # and may take RFW2S_SLURM_BAD_TIMEOUT seconds (default 180). Other settings: lib.sh.
 set -euo pipefail
+# shellcheck source=tests/slurm/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 BAD_TIMEOUT=${RFW2S_SLURM_BAD_TIMEOUT:-180}

@@ -13,6 +13,7 @@
 # (default: the config's last). The job cancelled is the first one seen running once
 # RFW2S_SLURM_CANCEL_AFTER jobs (default 2) have completed. Other settings: lib.sh.
 set -euo pipefail
+# shellcheck source=tests/slurm/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 CANCEL_AFTER=${RFW2S_SLURM_CANCEL_AFTER:-2}
@@ -28,6 +29,7 @@ print(name)
 EOF
 )
 say "experiment $experiment of $CONFIG, runs in $WORK"
+# shellcheck disable=SC2119  # no extra resources
 mapfile -t SLURM < <(slurm_args)
 
 reference=$(new_run faults-local "$config")

@@ -10,9 +10,11 @@
 #     runs wrote the same set of tables.
 # Settings: see lib.sh (RFW2S_SLURM_CONFIG, RFW2S_SLURM_WORK, RFW2S_SLURM_KEEP, ...).
 set -euo pipefail
+# shellcheck source=tests/slurm/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 say "config $CONFIG, runs in $WORK"
+# shellcheck disable=SC2119  # no extra resources
 mapfile -t SLURM < <(slurm_args)
 
 slurm=$(new_run slurm)
