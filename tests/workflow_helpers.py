@@ -11,10 +11,11 @@ from rfw2s.config import normalize
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
+TINY_EXTENSIONS = REPO / "tests" / "configs" / "tiny_extensions.yaml"
 
 
-def load_tiny() -> dict:
-    return normalize(yaml.safe_load(TINY.read_text()))
+def load_tiny(path: Path = TINY) -> dict:
+    return normalize(yaml.safe_load(Path(path).read_text()))
 
 
 def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path:

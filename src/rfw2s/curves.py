@@ -159,20 +159,22 @@ def _balanced_shares(widths, workers: int) -> list[list[int]]:
     return [sorted(share) for share in shares if share]
 
 
-def dense_matvec(G, M: int):
-    """``X -> H @ X`` for a stored symmetric kernel ``G`` (``H = G / M``): a matrix, or
-    :class:`UpperPanels`.
+def dense_matvec(G, M: int, divisor: float | None = None):
+    """``X -> H @ X`` for a stored symmetric kernel ``G`` (``M x M``; ``H = G / M``, or
+    ``G / divisor``): a matrix, or :class:`UpperPanels`.
 
     On the CPU only the block rows on and above the diagonal are read, each once per product,
     in chunks of :func:`chunk_columns` that serve both of their products while in cache (a
     chunk above the diagonal block gives ``Y_rows += B X_cols`` and ``Y_cols^T += X_rows^T B``),
-    on every core, each with its own share of the panels (within 1.3x of one streaming pass over
-    the stored bytes, bench/benchmark.py --symmetric). On a GPU one matrix product is fastest.
+    on every core, each with its own share of the panels (1.1x one streaming pass over the
+    stored bytes for 6 vectors, 1.2-1.4x for 2, 2.7x for 16 on the 2-core CPU machine:
+    bench/benchmark.py --symmetric). On a GPU one matrix product is fastest.
     """
+    divisor = M if divisor is None else divisor
     if isinstance(G, UpperPanels):
         edges, panels = G.edges, G.panels
     elif array_namespace(G).__name__ != "numpy":
-        return lambda X: (G @ X) / M
+        return lambda X: (G @ X) / divisor
     else:
         edges = list(range(0, M, SYMMETRIC_BLOCK)) + [M]
         panels = [G[r0:r1, r0:] for r0, r1 in zip(edges[:-1], edges[1:])]
@@ -203,7 +205,7 @@ def dense_matvec(G, M: int):
             Y = share_product(shares[0], X)
         else:
             Y = sum(_POOLS[len(shares)].map(lambda share: share_product(share, X), shares))
-        Y /= M
+        Y /= divisor
         return Y
 
     return matvec

@@ -13,7 +13,8 @@ Two routes, through one of SAMPLE_OPERATORS:
 * ``svd`` (the dense reference): one thin SVD ``Phi / sqrt(n M) = U S V^T`` (so ``K = V S^2 V^T``)
   serves every grid value; ``H`` is needed once in that basis (``M^2 r`` flops, ``r <= min(n, M)``);
 * ``krylov`` / ``krylov-tiled``: block Lanczos on ``K`` started from ``b`` (every teacher's),
-  each step one pass over ``Phi`` (``K`` never formed), ``theta ~ Q_k^T S phi(Theta) S^T E_1 R``
+  each step one pass over ``Phi`` (``K`` never formed; on the CPU up to FORM_KERNEL_MAX_M
+  features ``K`` is formed once instead), ``theta ~ Q_k^T S phi(Theta) S^T E_1 R``
   for every grid value at once; the loss needs ``Q_k H Q_k^T`` (``H`` stored, or by tiles) and
   ``Q_k m``, and steps are added until the curves change by less than the tolerance.
 """
@@ -29,6 +30,11 @@ from .solve import SolverError
 from .spectral import relative_cutoff, sample_loss_in_eigenbasis
 
 SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
+# Up to this width the CPU's Krylov route forms the sample kernel once (one symmetric product,
+# n M^2 flops) and multiplies by it at every step, beyond it each step passes over Phi: about
+# 100 steps of passes cost more than forming it while M is below about 9000 on the 2-core CPU
+# machine (syrk 8192 x 4096: 1.8 s; a pass 39 ms; a product by the formed kernel 10 ms).
+FORM_KERNEL_MAX_M = 8192
 SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
 # Bytes of Phi's rows per pass block on the CPU: both products of a block while it is in cache.
 PASS_BLOCK_BYTES = 1 << 20
@@ -74,7 +80,8 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
     xp = be.xp
     M, n = W.shape[0], X.shape[0]
     Wx, Xx = be.asarray(W), be.asarray(X)
-    Phi = model.features(Xx, Wx) / np.sqrt(n * M)
+    Phi = model.features(Xx, Wx)
+    Phi *= 1.0 / np.sqrt(n * M)  # in place: an n x M copy costs its fresh memory
     Y = xp.stack([model.features(Xx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)
     m = model.target_moments(Wx)
     F = model.target_norm2
@@ -83,7 +90,14 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
         if operator == "svd":
             return _svd_curves(Phi, Y, m, F, M, n, H, rule, be)
         settings = {**LANCZOS_DEFAULTS, **(lanczos or {})}
-        lanczos_run = BlockLanczos(sample_kernel_matvec(Phi), Phi.T @ Y / np.sqrt(n), settings["max_steps"])
+        start = Phi.T @ Y / np.sqrt(n)
+        if xp.__name__ == "numpy" and M <= FORM_KERNEL_MAX_M:
+            K = Phi.T @ Phi  # the sample's kernel, formed once (syrk: exactly symmetric)
+            del Phi
+            product = dense_matvec(K, M, divisor=1.0)
+        else:
+            product = sample_kernel_matvec(Phi)
+        lanczos_run = BlockLanczos(product, start, settings["max_steps"])
         state = {"rows": 0, "HQ": None}
 
         def evaluate():
