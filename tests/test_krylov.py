@@ -55,6 +55,15 @@ def test_breakdown_on_a_low_rank_kernel_is_exact():
     assert np.max(np.abs(lanczos.losses / dense.losses - 1)) < 1e-10
 
 
+def test_a_space_spanned_before_the_first_check_is_exact_and_says_so():
+    # M = 16 is under min_steps: the step budget (M) ends before any convergence check.
+    W, teachers = _problem(16, sizes=(4, 8, 16))
+    dense = exact_curves(MODEL, W, teachers, TS, operator="eigh")
+    lanczos = exact_curves(MODEL, W, teachers, TS, operator="stored")
+    assert lanczos.steps == 16 and lanczos.converged and lanczos.achieved_tol == 0.0
+    assert np.max(np.abs(lanczos.losses / dense.losses - 1)) < 1e-10
+
+
 def test_a_failed_eigendecomposition_raises_with_the_size_and_backend(backend):
     be = as_backend(backend)
     W, _ = _problem(6, sizes=())
