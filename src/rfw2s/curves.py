@@ -138,6 +138,19 @@ def chunk_columns(rows: int) -> int:
 
 
 _POOLS: dict = {}  # worker count -> executor of the CPU's symmetric product
+_BLAS_CONTROL = None  # threadpoolctl's view of the loaded BLAS, found once
+
+
+def _one_blas_thread_each():
+    """A context in which BLAS runs one thread per call: the symmetric product's workers each
+    own a core, and their narrow products fight over BLAS's own threads otherwise (2x slower
+    at 16 vectors on the 2-core CPU machine). threadpoolctl knows every BLAS numpy may load."""
+    global _BLAS_CONTROL
+    if _BLAS_CONTROL is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROL = ThreadpoolController()
+    return _BLAS_CONTROL.limit(limits=1, user_api="blas")
 
 
 def _usable_cores() -> int:
@@ -166,8 +179,9 @@ def dense_matvec(G, M: int, divisor: float | None = None):
     On the CPU only the block rows on and above the diagonal are read, each once per product,
     in chunks of :func:`chunk_columns` that serve both of their products while in cache (a
     chunk above the diagonal block gives ``Y_rows += B X_cols`` and ``Y_cols^T += X_rows^T B``),
-    on every core, each with its own share of the panels (1.1x one streaming pass over the
-    stored bytes for 6 vectors, 1.2-1.4x for 2, 2.7x for 16 on the 2-core CPU machine:
+    on every core, each with its own share of the panels and BLAS at one thread each (about
+    one streaming pass over the stored bytes for 2 and 6 vectors, 1.7-2.0x for 16, where the
+    product's 2 M^2 p flops at the narrow-gemm rate exceed the pass, on the 2-core CPU machine:
     bench/benchmark.py --symmetric). On a GPU one matrix product is fastest.
     """
     divisor = M if divisor is None else divisor
@@ -204,7 +218,8 @@ def dense_matvec(G, M: int, divisor: float | None = None):
         if len(shares) == 1:
             Y = share_product(shares[0], X)
         else:
-            Y = sum(_POOLS[len(shares)].map(lambda share: share_product(share, X), shares))
+            with _one_blas_thread_each():
+                Y = sum(_POOLS[len(shares)].map(lambda share: share_product(share, X), shares))
         Y /= divisor
         return Y
 
