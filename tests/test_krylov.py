@@ -135,6 +135,32 @@ def test_symmetric_blocked_product_equals_the_plain_one(M, rng):
     assert np.array_equal(dense_matvec(np.where(below, np.nan, G), M)(X), dense_matvec(G, M)(X))
 
 
+def test_the_threaded_symmetric_product_runs_blas_at_one_thread_and_restores_it(monkeypatch, rng):
+    # Its workers each own a core: BLAS threads of their own would oversubscribe the cores.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from rfw2s import curves
+
+    blas_threads_in_workers = []
+
+    class RecordingPool:
+        def map(self, fn, items):
+            blas_threads_in_workers.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+            return map(fn, items)
+
+    monkeypatch.setattr(curves, "_usable_cores", lambda: 2)
+    monkeypatch.setitem(curves._POOLS, 2, RecordingPool())
+    M = 3 * curves.SYMMETRIC_BLOCK
+    A = rng.standard_normal((M, M))
+    G, X = A + A.T, rng.standard_normal((M, 4))
+    with threadpool_limits(limits=2, user_api="blas"):
+        Y = curves.dense_matvec(G, M)(X)
+        after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas_threads_in_workers and set(blas_threads_in_workers) == {1}
+    assert after and set(after) == {2}
+    assert np.allclose(Y, G @ X / M, rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("M", [37, 512, 1100])
 def test_the_upper_panels_hold_the_kernel_and_give_the_same_product(M, rng):
     from rfw2s.curves import SYMMETRIC_BLOCK, UpperPanels, dense_matvec, gram_matrix, stored_kernel
