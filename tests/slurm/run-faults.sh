@@ -42,9 +42,12 @@ SMK_LOG=$run/first.log smk "$run" "${SLURM[@]}" --retries 0 &
 snakemake_pid=$!
 cancelled=""
 while kill -0 "$snakemake_pid" 2>/dev/null && ((SECONDS - start < RUN_TIMEOUT)); do
-    id=$(sed -n 's/^SLURM run ID: //p' "$run/first.log" 2>/dev/null | head -n 1)
+    # The background run creates its log when it starts: until then there is nothing to
+    # read (sed would fail, and set -e with pipefail would end this script).
+    id=""
+    [[ -f $run/first.log ]] && id=$(sed -n 's/^SLURM run ID: //p' "$run/first.log" | head -n 1)
     if [[ -n $id ]]; then
-        states=$(squeue -h --name "$id" -t all -o '%i %T')
+        states=$(squeue -h --name "$id" -t all -o '%i %T' || true)   # a busy controller: ask again
         done_jobs=$(grep -c ' COMPLETED$' <<<"$states" || true)
         running=$(awk '$2 == "RUNNING" {print $1; exit}' <<<"$states")
         if ((done_jobs >= CANCEL_AFTER)) && [[ -n $running ]]; then
