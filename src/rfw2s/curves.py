@@ -107,6 +107,17 @@ class UpperPanels:
             _fill(model, W[r0:r1], columns[r0:], self.panels[-1])
 
 
+    @classmethod
+    def of_matrix(cls, G, block: int = SYMMETRIC_BLOCK) -> "UpperPanels":
+        """The upper panels of a symmetric matrix already formed (copied: contiguous panels
+        make the symmetric product faster than views into ``G``, and ``G`` can be freed)."""
+        panels = object.__new__(cls)
+        M = G.shape[0]
+        panels.edges = list(range(0, M, block)) + [M]
+        panels.panels = [np.ascontiguousarray(G[r0:r1, r0:]) for r0, r1 in zip(panels.edges[:-1], panels.edges[1:])]
+        return panels
+
+
 def stored_kernel(model, W):
     """The kernel of the features ``W`` held in memory for Lanczos: its upper panels on the
     CPU (:class:`UpperPanels`), the whole matrix on a GPU (one product per step is fastest

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace, as_backend, to_numpy
-from .curves import Curves, dense_matvec, stored_kernel, tiled_matvec
+from .curves import Curves, UpperPanels, dense_matvec, stored_kernel, tiled_matvec
 from .krylov import LANCZOS_DEFAULTS, BlockLanczos, run_to_tolerance
 from .seeding import generator
 from .solve import SolverError
@@ -92,27 +92,28 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
         settings = {**LANCZOS_DEFAULTS, **(lanczos or {})}
         start = Phi.T @ Y / np.sqrt(n)
         if xp.__name__ == "numpy" and M <= FORM_KERNEL_MAX_M:
-            K = Phi.T @ Phi  # the sample's kernel, formed once (syrk: exactly symmetric)
+            K = UpperPanels.of_matrix(Phi.T @ Phi)  # the sample's kernel, formed once (syrk)
             del Phi
             product = dense_matvec(K, M, divisor=1.0)
         else:
             product = sample_kernel_matvec(Phi)
         lanczos_run = BlockLanczos(product, start, settings["max_steps"])
-        state = {"rows": 0, "HQ": None}
+        projected = np.zeros((0, 0))  # Q H Q^T on the basis rows so far
 
         def evaluate():
+            nonlocal projected
             theta, S = lanczos_run.ritz()
             k = lanczos_run.steps * lanczos_run.p
             Q = lanczos_run.basis[:k]
-            new = Q[state["rows"]:k]  # H on the basis rows added since the last check
-            HQ_new = H(new.T)
-            state["HQ"] = HQ_new if state["HQ"] is None else xp.concatenate([state["HQ"], HQ_new], axis=1)
-            state["rows"] = k
-            QHQ = to_numpy(Q @ state["HQ"])
-            QHQ = (QHQ + QHQ.T) / 2.0
+            old = projected.shape[0]
+            # H only on the rows added since the last check: their columns of Q H Q^T, whose
+            # transpose is their rows (H is symmetric).
+            columns = to_numpy(Q @ H(Q[old:k].T))
+            corner = (columns[old:] + columns[old:].T) / 2.0
+            projected = np.block([[projected, columns[:old]], [columns[:old].T, corner]])
             bound = rule.bind(float(theta.max()))
             b_hat = S[:lanczos_run.p].T @ lanczos_run.R
-            losses = sample_loss_in_eigenbasis(bound, theta, b_hat, S.T @ QHQ @ S, S.T @ to_numpy(Q @ m), F, M)
+            losses = sample_loss_in_eigenbasis(bound, theta, b_hat, S.T @ projected @ S, S.T @ to_numpy(Q @ m), F, M)
             return losses, bound
 
         result = run_to_tolerance(lanczos_run, evaluate, settings["tol"])

@@ -206,7 +206,8 @@ class ReluSphere:
     def features(self, X, A):
         """Feature matrix ``phi(x_i; a_j)`` for inputs ``X`` (rows) and directions ``A``."""
         xp = array_namespace(X, A)
-        return xp.maximum(X @ A.T, 0.0)
+        Z = X @ A.T
+        return xp.maximum(Z, 0.0, out=Z)  # in place: a second n x M array costs its fresh pages
 
     def features_into(self, X, A, out):
         """:meth:`features` written into ``out``, nothing allocated (sampled-data training
