@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_namespace, as_backend, to_numpy
+from .backend import array_namespace, as_backend, one_blas_thread, to_numpy
 from .krylov import LANCZOS_DEFAULTS, lanczos_curves
 from .resources import TILE_ROWS
 from .solve import losses_from_spectrum, student_spectrum
@@ -149,21 +149,6 @@ def chunk_columns(rows: int) -> int:
 
 
 _POOLS: dict = {}  # worker count -> executor of the CPU's symmetric product
-_BLAS_CONTROL = None  # threadpoolctl's view of the loaded BLAS, found once
-
-
-def _one_blas_thread_each():
-    """A context in which BLAS runs one thread per call: the symmetric product's workers each
-    own a core, and their narrow products fight over BLAS's own threads otherwise (2x slower
-    at 16 vectors on the 2-core CPU machine). threadpoolctl knows every BLAS numpy may load."""
-    global _BLAS_CONTROL
-    if _BLAS_CONTROL is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_CONTROL = ThreadpoolController()
-    return _BLAS_CONTROL.limit(limits=1, user_api="blas")
-
-
 def _usable_cores() -> int:
     """Threads for the CPU's symmetric product: as many as BLAS may use (the job's
     OMP_NUM_THREADS), else every core this process may run on."""
@@ -229,11 +214,14 @@ def dense_matvec(G, M: int, divisor: float | None = None):
         if len(shares) == 1:
             Y = share_product(shares[0], X)
         else:
-            with _one_blas_thread_each():
+            with one_blas_thread():
                 Y = sum(_POOLS[len(shares)].map(lambda share: share_product(share, X), shares))
         Y /= divisor
         return Y
 
+    # The product's workers own the cores: a Lanczos loop around it runs its own BLAS at one
+    # thread (BLAS's idle threads would spin on those cores: see krylov.run_to_tolerance).
+    matvec.owns_cores = len(shares) > 1
     return matvec
 
 

@@ -19,12 +19,13 @@ instead of 90, 7.3 s instead of 15.2 s.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_namespace, to_numpy
+from .backend import array_namespace, one_blas_thread, to_numpy
 from .solve import SolverError
 from .spectral import loss_in_eigenbasis
 
@@ -124,6 +125,13 @@ def run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int
     """Lanczos steps until ``evaluate()`` (the curves and the rule they used, from the current
     ``T_k``) changes by less than ``tol`` (relative, every value) over CHECK_EVERY steps, or the
     step budget is spent; the result says which, and never holds NaN."""
+    # A product that runs its own threads on every core gets them to itself: BLAS's threads,
+    # woken by the re-orthogonalisation, would spin there (backend.one_blas_thread).
+    with one_blas_thread() if getattr(lanczos.matvec, "owns_cores", False) else contextlib.nullcontext():
+        return _run_to_tolerance(lanczos, evaluate, tol, min_steps)
+
+
+def _run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int) -> KrylovCurves:
     previous, achieved = None, np.inf
     while lanczos.steps < lanczos.max_steps:
         lanczos.step()
