@@ -161,6 +161,31 @@ def test_the_threaded_symmetric_product_runs_blas_at_one_thread_and_restores_it(
     assert np.allclose(Y, G @ X / M, rtol=1e-13, atol=1e-13)
 
 
+def test_lanczos_runs_its_own_blas_at_one_thread_only_around_a_product_that_owns_the_cores(rng):
+    # BLAS threads woken by the re-orthogonalisation would spin on the product's cores.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    M, G = 60, np.diag(np.linspace(1.0, 2.0, 60))
+    C, m = rng.standard_normal((M, 2)), rng.standard_normal(M)
+    rule = GradientFlow(np.geomspace(1e-1, 1e2, 5))
+
+    def threads_seen(owns_cores):
+        seen = []
+
+        def matvec(X):
+            seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+            return G @ X
+
+        matvec.owns_cores = owns_cores
+        with threadpool_limits(limits=2, user_api="blas"):
+            lanczos_curves(matvec, M, C, m, 1.0, rule, max_steps=30)
+            after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        return set(seen), after
+
+    assert threads_seen(True) == ({1}, {2})
+    assert threads_seen(False) == ({2}, {2})
+
+
 @pytest.mark.parametrize("M", [37, 512, 1100])
 def test_the_upper_panels_hold_the_kernel_and_give_the_same_product(M, rng):
     from rfw2s.curves import SYMMETRIC_BLOCK, UpperPanels, dense_matvec, gram_matrix, stored_kernel

@@ -106,7 +106,6 @@ class UpperPanels:
             self.panels.append(np.empty((r1 - r0, M - r0)))
             _fill(model, W[r0:r1], columns[r0:], self.panels[-1])
 
-
     @classmethod
     def of_matrix(cls, G, block: int = SYMMETRIC_BLOCK) -> "UpperPanels":
         """The upper panels of a symmetric matrix already formed (copied: contiguous panels
