@@ -148,6 +148,8 @@ def chunk_columns(rows: int) -> int:
 
 
 _POOLS: dict = {}  # worker count -> executor of the CPU's symmetric product
+
+
 def _usable_cores() -> int:
     """Threads for the CPU's symmetric product: as many as BLAS may use (the job's
     OMP_NUM_THREADS), else every core this process may run on."""
