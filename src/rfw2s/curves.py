@@ -99,21 +99,26 @@ class UpperPanels:
 
     def __init__(self, model, W, block: int = SYMMETRIC_BLOCK):
         M = W.shape[0]
-        self.edges = list(range(0, M, block)) + [M]
+        self.edges = self.panel_edges(M, block)
         columns = _columns(W)
         self.panels = []
         for r0, r1 in zip(self.edges[:-1], self.edges[1:]):
             self.panels.append(np.empty((r1 - r0, M - r0)))
             _fill(model, W[r0:r1], columns[r0:], self.panels[-1])
 
+    @staticmethod
+    def panel_edges(M: int, block: int = SYMMETRIC_BLOCK) -> list[int]:
+        """First row of each panel, then ``M``."""
+        return list(range(0, M, block)) + [M]
+
     @classmethod
-    def of_matrix(cls, G, block: int = SYMMETRIC_BLOCK) -> "UpperPanels":
-        """The upper panels of a symmetric matrix already formed (copied: contiguous panels
-        make the symmetric product faster than views into ``G``, and ``G`` can be freed)."""
+    def of_matrix(cls, G, block: int = SYMMETRIC_BLOCK, copy: bool = True) -> "UpperPanels":
+        """The upper panels of a symmetric matrix already formed: contiguous copies (a faster
+        symmetric product than views into ``G``, and ``G`` can be freed), or views."""
         panels = object.__new__(cls)
-        M = G.shape[0]
-        panels.edges = list(range(0, M, block)) + [M]
-        panels.panels = [np.ascontiguousarray(G[r0:r1, r0:]) for r0, r1 in zip(panels.edges[:-1], panels.edges[1:])]
+        panels.edges = cls.panel_edges(G.shape[0], block)
+        pairs = zip(panels.edges[:-1], panels.edges[1:])
+        panels.panels = [np.ascontiguousarray(G[r0:r1, r0:]) if copy else G[r0:r1, r0:] for r0, r1 in pairs]
         return panels
 
 
@@ -182,13 +187,11 @@ def dense_matvec(G, M: int, divisor: float | None = None):
     bench/benchmark.py --symmetric). On a GPU one matrix product is fastest.
     """
     divisor = M if divisor is None else divisor
-    if isinstance(G, UpperPanels):
-        edges, panels = G.edges, G.panels
-    elif array_namespace(G).__name__ != "numpy":
-        return lambda X: (G @ X) / divisor
-    else:
-        edges = list(range(0, M, SYMMETRIC_BLOCK)) + [M]
-        panels = [G[r0:r1, r0:] for r0, r1 in zip(edges[:-1], edges[1:])]
+    if not isinstance(G, UpperPanels):
+        if array_namespace(G).__name__ != "numpy":
+            return lambda X: (G @ X) / divisor
+        G = UpperPanels.of_matrix(G, copy=False)
+    edges, panels = G.edges, G.panels
     width = chunk_columns(SYMMETRIC_BLOCK)
     workers = _usable_cores()
     shares = _balanced_shares([p.shape[1] for p in panels], workers)
