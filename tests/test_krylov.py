@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from rfw2s import solve
-from rfw2s.backend import as_backend
+from rfw2s.backend import as_backend, to_numpy
 from rfw2s.curves import exact_curves
 from rfw2s.krylov import lanczos_curves
 from rfw2s.models import relu_sphere
@@ -35,6 +35,33 @@ def test_lanczos_agrees_with_eigh_to_1e_10(M, backend):
     assert free.solver == "lanczos-matrix-free" and free.steps == cached.steps == stored.steps
     for result in (cached, stored, free):
         assert np.max(np.abs(result.losses / dense.losses - 1)) < 1e-10
+
+
+def test_the_lanczos_basis_stays_orthonormal_and_tridiagonalises_over_many_steps(backend, rng):
+    """A kernel-like spectrum (geometric decay: Ritz values converge early, which is where
+    Lanczos without re-orthogonalisation loses orthogonality) and a cluster at its bottom,
+    run far past convergence: the basis stays orthonormal to round-off and Q K Q^T is T_k."""
+    from rfw2s.krylov import BlockLanczos
+
+    M, p, steps = 300, 3, 90
+    be = as_backend(backend)
+    basis, _ = np.linalg.qr(rng.standard_normal((M, M)))
+    lam = np.concatenate([np.geomspace(1.0, 1e-8, M - 40), 1e-8 * (1 + 1e-3 * rng.random(40))])
+    K = (basis * lam) @ basis.T
+    Kx = be.asarray(K)
+    run = BlockLanczos(lambda X: Kx @ X, be.asarray(rng.standard_normal((M, p))), steps)
+    for _ in range(steps):
+        run.step()
+    Q = to_numpy(run.basis[:steps * p])
+    assert np.max(np.abs(Q @ Q.T - np.eye(steps * p))) < 1e-12
+    k = steps * p
+    T = np.zeros((k, k))
+    for i in range(steps):
+        T[i * p:(i + 1) * p, i * p:(i + 1) * p] = run.A[i]
+        if i + 1 < steps:
+            T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = run.B[i]
+            T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = run.B[i].T
+    assert np.max(np.abs(Q @ K @ Q.T - T)) < 1e-12
 
 
 def test_a_step_budget_too_small_is_reported_not_hidden():

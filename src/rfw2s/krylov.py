@@ -94,9 +94,18 @@ class BlockLanczos:
         w = self.matvec(self.q)
         a = to_numpy(self.q.T @ w)
         self.A[k] = (a + a.T) / 2.0
+        # The block three-term recurrence first (it removes w's large components), then the
+        # whole basis, again only where a column kept less than 1/sqrt(2) of its norm (twice is
+        # enough: Daniel, Gragg, Kaufman & Stewart 1976): one pass over the basis a step, not two.
+        w = w - self.q @ xp.asarray(self.A[k])
+        if k:
+            w = w - self.basis[(k - 1) * p:k * p].T @ xp.asarray(self.B[k - 1].T)
         earlier = self.basis[:(k + 1) * p]
         for _ in range(2):
+            before = xp.sum(w * w, axis=0)
             w = w - earlier.T @ (earlier @ w)
+            if bool(xp.all(xp.sum(w * w, axis=0) > 0.5 * before)):
+                break
         if not np.all(np.isfinite(self.A[k])):
             raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {self.M}, "
                               f"backend {xp.__name__})")
