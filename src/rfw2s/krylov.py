@@ -70,9 +70,9 @@ def _orthonormalize(W, scale: float, xp):
 
 
 class BlockLanczos:
-    """Block Lanczos with full re-orthogonalisation (twice) on a symmetric positive
-    semi-definite operator known by its products, started from the columns of ``X``
-    (``X = Q_1 R``). After ``k`` steps the block tridiagonal ``T_k`` and the basis ``Q_k`` (rows)
+    """Block Lanczos with full re-orthogonalisation (a second pass only where needed) on a
+    symmetric positive semi-definite operator known by its products, started from the columns
+    of ``X`` (``X = Q_1 R``). After ``k`` steps the block tridiagonal ``T_k`` and the basis ``Q_k`` (rows)
     give ``X^T f(K) X ~ R^T E_1^T f(T_k) E_1 R`` and ``f(K) X ~ Q_k^T f(T_k) E_1 R``."""
 
     def __init__(self, matvec, X, max_steps: int):
