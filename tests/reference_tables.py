@@ -77,5 +77,14 @@ def differences(results: Path, config: str, experiment: str) -> list[str]:
             problems.append(f"{experiment}/fit.m_st: {list(got)} where the student width is {expected}")
     if single:
         ours, reference = ours.drop(columns="m_st"), reference.drop(columns="m_st")
+    # The intercept b = mean(log L_ST) - a mean(log L_TE) is in log units, a value extrapolated to
+    # L_TE = 1: losses within rtol move it by up to rtol (1 + 2 |a| max |log L_TE|) absolute,
+    # which a relative test would magnify wherever b is near 0.
+    summary = pd.read_parquet(ref / "summary.parquet")
+    lever = float(np.nanmax(np.abs(reference["exponent"].to_numpy()))) * float(np.max(np.abs(np.log(summary["L_TE"]))))
+    a, b = ours.pop("intercept").to_numpy(float), reference.pop("intercept").to_numpy(float)
+    if not np.allclose(a, b, rtol=0, atol=rtol * (1 + 2 * lever), equal_nan=True):
+        problems.append(f"{experiment}/fit.intercept: differs by up to {np.nanmax(np.abs(a - b)):.2e} (log units), "
+                        f"above {rtol * (1 + 2 * lever):.2e}")
     problems += _compare(f"{experiment}/fit", ours, reference, rtol)
     return problems
