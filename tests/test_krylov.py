@@ -62,6 +62,44 @@ def test_the_lanczos_basis_stays_orthonormal_and_tridiagonalises_over_many_steps
             T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = run.B[i]
             T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = run.B[i].T
     assert np.max(np.abs(Q @ K @ Q.T - T)) < 1e-12
+    # The three-term recurrence leaves only round-off for the whole basis: one pass a step.
+    assert run.second_passes == 0
+
+
+def test_a_block_mostly_in_the_old_basis_gets_a_second_pass_and_stays_orthonormal(backend, rng):
+    """A product with a large part along the first basis block (what the recurrence does not
+    remove): one projection leaves it at round-off of that part, relative to a small rest, so
+    the step projects twice, and the basis stays orthonormal."""
+    from rfw2s.krylov import BlockLanczos
+
+    be = as_backend(backend)
+    M, p, steps = 200, 2, 20
+    K = be.asarray(np.diag(np.geomspace(1.0, 1e-3, M)))
+    run = BlockLanczos(lambda X: K @ X + 1e8 * run.basis[:p].T @ be.xp.ones((p, X.shape[1])),
+                       be.asarray(rng.standard_normal((M, p))), steps)
+    for _ in range(steps):
+        run.step()
+    assert run.second_passes >= steps - 2  # every step after the first block's own two
+    Q = to_numpy(run.basis[:steps * p])
+    assert np.max(np.abs(Q @ Q.T - np.eye(steps * p))) < 1e-12
+
+
+def test_an_exhausted_direction_costs_no_second_pass(backend, rng):
+    """A teacher given twice leaves a zero column in every later block: it passes the
+    criterion (0 >= 0), so it does not make every step project twice."""
+    from rfw2s.krylov import BlockLanczos
+
+    be = as_backend(backend)
+    M, steps = 300, 40
+    K = be.asarray(np.diag(np.geomspace(1.0, 1e-6, M)))
+    start = rng.standard_normal((M, 1))
+    run = BlockLanczos(lambda X: K @ X, be.asarray(np.hstack([start, start, rng.standard_normal((M, 1))])), steps)
+    for _ in range(steps):
+        run.step()
+    assert run.second_passes == 0
+    Q = to_numpy(run.basis[:steps * 3])
+    kept = np.abs(Q).sum(axis=1) > 0
+    assert kept.sum() == 2 * steps and np.max(np.abs(Q[kept] @ Q[kept].T - np.eye(2 * steps))) < 1e-12
 
 
 def test_a_step_budget_too_small_is_reported_not_hidden():

@@ -87,6 +87,7 @@ class BlockLanczos:
         self.B = np.zeros((self.max_steps, self.p, self.p))
         self.steps = 0
         self._scale = 0.0
+        self.second_passes = 0  # steps whose block needed the whole basis projected out twice
 
     def step(self) -> None:
         k, p, xp = self.steps, self.p, self.xp
@@ -101,11 +102,13 @@ class BlockLanczos:
         if k:
             w = w - self.basis[(k - 1) * p:k * p].T @ xp.asarray(self.B[k - 1].T)
         earlier = self.basis[:(k + 1) * p]
-        for _ in range(2):
+        for attempt in range(2):
             before = xp.sum(w * w, axis=0)
             w = w - earlier.T @ (earlier @ w)
-            if bool(xp.all(xp.sum(w * w, axis=0) > 0.5 * before)):
+            # >=: an exhausted direction's column is exactly zero and stays so (no second pass).
+            if attempt or bool(xp.all(xp.sum(w * w, axis=0) >= 0.5 * before)):
                 break
+            self.second_passes += 1
         if not np.all(np.isfinite(self.A[k])):
             raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {self.M}, "
                               f"backend {xp.__name__})")
