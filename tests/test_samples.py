@@ -77,6 +77,7 @@ def test_the_krylov_route_agrees_with_the_dense_route_on_either_population_kerne
 
     # The sample's kernel formed once (the CPU at small widths), or a pass over Phi a step.
     monkeypatch.setattr(finite_sample, "FORM_KERNEL_MAX_M", 10**6 if form_kernel else 0)
+    monkeypatch.setattr(finite_sample, "FORM_BLOCK_BYTES", 8 * 200 * 64)  # 64 rows a block, a short last
     W, U, fit, X = _problem(M=200, n=500)
     U2 = draw(MODEL, 1, "teacher", 30, 0)
     teachers = [(U, fit.coef), (U2, fit_teacher(MODEL, U2).coef)]
@@ -85,6 +86,30 @@ def test_the_krylov_route_agrees_with_the_dense_route_on_either_population_kerne
         fast = sample_curves(MODEL, W, teachers, rule, X, operator=operator, backend=backend)
         assert fast.converged and fast.achieved_tol <= 1e-10 and fast.solver.startswith("sample-lanczos")
         np.testing.assert_allclose(fast.losses, dense.losses, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("block_rows", [1, 64, 10**6])
+@pytest.mark.parametrize("with_buffer", [True, False])
+def test_the_sample_kernel_formed_by_row_blocks_is_phi_t_phi(block_rows, with_buffer, monkeypatch):
+    """Over 2 panels (M = 600 > one panel's 512 rows), with blocks of one row, 64 rows (a short
+    last) or the whole sample, into the reused buffer or from a model without one."""
+    from rfw2s import finite_sample
+
+    M, n = 600, 300
+    monkeypatch.setattr(finite_sample, "FORM_BLOCK_BYTES", 8 * M * block_rows)
+    W, _, _, X = _problem(M=M, n=n)
+    Y = np.random.default_rng(3).standard_normal((n, 2))
+
+    class WithoutBuffer:
+        features = MODEL.features
+
+    K, start = finite_sample.formed_sample_kernel(MODEL if with_buffer else WithoutBuffer(), X, W, Y)
+    Phi = MODEL.features(X, W)
+    G = Phi.T @ Phi / (n * M)
+    assert len(K.panels) == 2
+    for (r0, r1), panel in zip(zip(K.edges[:-1], K.edges[1:]), K.panels):
+        np.testing.assert_allclose(panel, G[r0:r1, r0:], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(start, Phi.T @ Y / (n * np.sqrt(M)), rtol=1e-12, atol=1e-15)
 
 
 def test_the_one_pass_sample_kernel_product_is_the_two_products(rng):

@@ -112,14 +112,20 @@ class UpperPanels:
         return list(range(0, M, block)) + [M]
 
     @classmethod
+    def of_panels(cls, edges: list[int], panels: list) -> "UpperPanels":
+        """Panels already computed: ``panels[i]`` is ``G[edges[i]:edges[i + 1], edges[i]:]``."""
+        stored = object.__new__(cls)
+        stored.edges, stored.panels = edges, panels
+        return stored
+
+    @classmethod
     def of_matrix(cls, G, block: int = SYMMETRIC_BLOCK, copy: bool = True) -> "UpperPanels":
         """The upper panels of a symmetric matrix already formed: contiguous copies (a faster
         symmetric product than views into ``G``, and ``G`` can be freed), or views."""
-        panels = object.__new__(cls)
-        panels.edges = cls.panel_edges(G.shape[0], block)
-        pairs = zip(panels.edges[:-1], panels.edges[1:])
-        panels.panels = [np.ascontiguousarray(G[r0:r1, r0:]) if copy else G[r0:r1, r0:] for r0, r1 in pairs]
-        return panels
+        edges = cls.panel_edges(G.shape[0], block)
+        pairs = zip(edges[:-1], edges[1:])
+        return cls.of_panels(edges, [np.ascontiguousarray(G[r0:r1, r0:]) if copy else G[r0:r1, r0:]
+                                     for r0, r1 in pairs])
 
 
 def stored_kernel(model, W):

@@ -14,7 +14,7 @@ Two routes, through one of SAMPLE_OPERATORS:
   serves every grid value; ``H`` is needed once in that basis (``M^2 r`` flops, ``r <= min(n, M)``);
 * ``krylov`` / ``krylov-tiled``: block Lanczos on ``K`` started from ``b`` (every teacher's),
   each step one pass over ``Phi`` (``K`` never formed; on the CPU up to FORM_KERNEL_MAX_M
-  features ``K`` is formed once instead), ``theta ~ Q_k^T S phi(Theta) S^T E_1 R``
+  features ``K`` is formed once instead, from blocks of rows of ``Phi``, never whole), ``theta ~ Q_k^T S phi(Theta) S^T E_1 R``
   for every grid value at once; the loss needs ``Q_k H Q_k^T`` (``H`` stored, or by tiles) and
   ``Q_k m``, and steps are added until the curves change by less than the tolerance.
 """
@@ -38,6 +38,10 @@ FORM_KERNEL_MAX_M = 8192
 SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
 # Bytes of Phi's rows per pass block on the CPU: both products of a block while it is in cache.
 PASS_BLOCK_BYTES = 1 << 20
+# Bytes of Phi's rows per block when the CPU forms the sample kernel: Phi is never whole (its
+# fresh pages, with those of K and its copy, cost 2-3 s at 8192 x 4096 on the CPU machine;
+# blocks of 1024 or 2048 rows formed it in 1.8-2.0 s from a cold process against 3.8-4.9 s).
+FORM_BLOCK_BYTES = 32 << 20
 
 
 def draw_samples(model, seed: int, n: int, replicate: int) -> np.ndarray:
@@ -65,6 +69,36 @@ def sample_kernel_matvec(Phi):
     return matvec
 
 
+def formed_sample_kernel(model, X, W, Y):
+    """On the CPU, the sample's kernel ``K = Phi^T Phi / (n M)`` as :class:`UpperPanels` and the
+    start ``b = Phi^T Y / (n sqrt(M))``, accumulated over blocks of the sample's rows
+    (FORM_BLOCK_BYTES), each block's features written into one reused buffer."""
+    (n, _), M = X.shape, W.shape[0]
+    rows = max(1, min(n, FORM_BLOCK_BYTES // (8 * M)))
+    edges = UpperPanels.panel_edges(M)
+    pairs = list(zip(edges[:-1], edges[1:]))
+    panels = [np.empty((r1 - r0, M - r0)) for r0, r1 in pairs]
+    start = np.zeros((M, Y.shape[1]))
+    buffer, scratch = np.empty((rows, M)), np.empty(edges[1] * M)
+    scale = 1.0 / np.sqrt(n * M)
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        if hasattr(model, "features_into"):
+            Phi = model.features_into(X[lo:hi], W, buffer[:hi - lo])
+        else:
+            Phi = model.features(X[lo:hi], W)
+        Phi *= scale
+        start += Phi.T @ Y[lo:hi]
+        for (r0, r1), panel in zip(pairs, panels):
+            if lo == 0:
+                np.matmul(Phi[:, r0:r1].T, Phi[:, r0:], out=panel)
+            else:
+                block = scratch[:panel.size].reshape(panel.shape)
+                np.matmul(Phi[:, r0:r1].T, Phi[:, r0:], out=block)
+                panel += block
+    return UpperPanels.of_panels(edges, panels), start / np.sqrt(n)
+
+
 def _population_matvec(model, Wx, operator: str):
     M = Wx.shape[0]
     return tiled_matvec(model, Wx, M) if operator == "krylov-tiled" else dense_matvec(stored_kernel(model, Wx), M)
@@ -80,22 +114,23 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
     xp = be.xp
     M, n = W.shape[0], X.shape[0]
     Wx, Xx = be.asarray(W), be.asarray(X)
-    Phi = model.features(Xx, Wx)
-    Phi *= 1.0 / np.sqrt(n * M)  # in place: an n x M copy costs its fresh memory
     Y = xp.stack([model.features(Xx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)
     m = model.target_moments(Wx)
     F = model.target_norm2
     H = _population_matvec(model, Wx, operator)
+    forms_kernel = operator != "svd" and xp.__name__ == "numpy" and M <= FORM_KERNEL_MAX_M
+    if not forms_kernel:
+        Phi = model.features(Xx, Wx)
+        Phi *= 1.0 / np.sqrt(n * M)  # in place: an n x M copy costs its fresh memory
     with be.linalg_guard():
         if operator == "svd":
             return _svd_curves(Phi, Y, m, F, M, n, H, rule, be)
         settings = {**LANCZOS_DEFAULTS, **(lanczos or {})}
-        start = Phi.T @ Y / np.sqrt(n)
-        if xp.__name__ == "numpy" and M <= FORM_KERNEL_MAX_M:
-            K = UpperPanels.of_matrix(Phi.T @ Phi)  # the sample's kernel, formed once (syrk)
-            del Phi
+        if forms_kernel:
+            K, start = formed_sample_kernel(model, Xx, Wx, Y)
             product = dense_matvec(K, M, divisor=1.0)
         else:
+            start = Phi.T @ Y / np.sqrt(n)
             product = sample_kernel_matvec(Phi)
         lanczos_run = BlockLanczos(product, start, settings["max_steps"])
         projected = np.zeros((0, 0))  # Q H Q^T on the basis rows so far
