@@ -30,10 +30,10 @@ from .solve import SolverError
 from .spectral import relative_cutoff, sample_loss_in_eigenbasis
 
 SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
-# Up to this width the CPU's Krylov route forms the sample kernel once (one symmetric product,
+# Up to this width the CPU's Krylov route forms the sample kernel once (its upper panels, about
 # n M^2 flops) and multiplies by it at every step, beyond it each step passes over Phi: about
 # 100 steps of passes cost more than forming it while M is below about 9000 on the 2-core CPU
-# machine (syrk 8192 x 4096: 1.8 s; a pass 39 ms; a product by the formed kernel 10 ms).
+# machine (forming it at 8192 x 4096: 1.8-2.0 s; a pass 39 ms; a product by it 6-10 ms).
 FORM_KERNEL_MAX_M = 8192
 SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
 # Bytes of Phi's rows per pass block on the CPU: both products of a block while it is in cache.

@@ -30,7 +30,8 @@ def memory_needed(M: int, d: int, operator: str, n_teachers: int, max_steps: int
         return 8 * n * M * 3 + 8 * r * (n + M) + 8 * M**2 + features
     if operator in ("krylov", "krylov-tiled"):  # the sample's features, the basis and H on it
         population = "stored" if operator == "krylov" else "tiled"
-        # (+ the sample's kernel, where the CPU forms it)
+        # (an upper bound where the CPU forms the sample's kernel: its panels and one block of
+        # Phi's rows, not Phi)
         return 8 * n * M + 8 * M**2 + 2 * 8 * max_steps * M * n_teachers + memory_needed(M, d, population, 0, 0)
     if operator == "eigh":
         return DENSE_EIGH_MATRICES * 8 * M**2 + features
