@@ -213,7 +213,7 @@ def test_the_threaded_symmetric_product_runs_blas_at_one_thread_and_restores_it(
             blas_threads_in_workers.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
             return map(fn, items)
 
-    monkeypatch.setattr(curves, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(curves, "usable_cores", lambda: 2)
     monkeypatch.setitem(curves._POOLS, 2, RecordingPool())
     M = 3 * curves.SYMMETRIC_BLOCK
     A = rng.standard_normal((M, M))

@@ -161,13 +161,25 @@ def chunk_columns(rows: int) -> int:
 _POOLS: dict = {}  # worker count -> executor of the CPU's symmetric product
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     """Threads for the CPU's symmetric product: as many as BLAS may use (the job's
     OMP_NUM_THREADS), else every core this process may run on."""
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def summed_on_cores(part, shares, X):
+    """``sum(part(share, X) for share in shares)``, each share on a worker of its own with BLAS
+    at one thread inside (BLAS threads of their own would oversubscribe the cores); a single
+    share runs in this thread, BLAS as it is. A product built on it owns the cores."""
+    if len(shares) == 1:
+        return part(shares[0], X)
+    if len(shares) not in _POOLS:
+        _POOLS[len(shares)] = ThreadPoolExecutor(len(shares))
+    with one_blas_thread():
+        return sum(_POOLS[len(shares)].map(lambda share: part(share, X), shares))
 
 
 def _balanced_shares(widths, workers: int) -> list[list[int]]:
@@ -199,10 +211,7 @@ def dense_matvec(G, M: int, divisor: float | None = None):
         G = UpperPanels.of_matrix(G, copy=False)
     edges, panels = G.edges, G.panels
     width = chunk_columns(SYMMETRIC_BLOCK)
-    workers = _usable_cores()
-    shares = _balanced_shares([p.shape[1] for p in panels], workers)
-    if len(shares) > 1 and len(shares) not in _POOLS:
-        _POOLS[len(shares)] = ThreadPoolExecutor(len(shares))
+    shares = _balanced_shares([p.shape[1] for p in panels], usable_cores())
 
     def share_product(share, X):
         Y = np.zeros((M, X.shape[1]))
@@ -221,11 +230,7 @@ def dense_matvec(G, M: int, divisor: float | None = None):
         return Y
 
     def matvec(X):
-        if len(shares) == 1:
-            Y = share_product(shares[0], X)
-        else:
-            with one_blas_thread():
-                Y = sum(_POOLS[len(shares)].map(lambda share: share_product(share, X), shares))
+        Y = summed_on_cores(share_product, shares, X)
         Y /= divisor
         return Y
 

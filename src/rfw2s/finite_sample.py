@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace, as_backend, to_numpy
-from .curves import Curves, UpperPanels, dense_matvec, stored_kernel, tiled_matvec
+from .curves import (Curves, UpperPanels, dense_matvec, stored_kernel, summed_on_cores, tiled_matvec,
+                     usable_cores)
 from .krylov import LANCZOS_DEFAULTS, BlockLanczos, run_to_tolerance
 from .seeding import generator
 from .solve import SolverError
@@ -53,19 +54,28 @@ def draw_samples(model, seed: int, n: int, replicate: int) -> np.ndarray:
 def sample_kernel_matvec(Phi):
     """``X -> Phi^T (Phi X)`` (``K @ X`` for ``Phi`` already scaled by ``1 / sqrt(n M)``), on the
     CPU in one pass over row blocks of ``Phi`` (each block used for both products while it is
-    in cache); on a GPU two matrix products."""
+    in cache), the blocks shared among the cores (curves.summed_on_cores: 20-35% faster than
+    BLAS's own threads on each narrow block, 8192 x 16384 on the 2-core CPU machine); on a GPU
+    two matrix products."""
     xp = array_namespace(Phi)
     if xp.__name__ != "numpy":
         return lambda X: Phi.T @ (Phi @ X)
     rows = max(1, PASS_BLOCK_BYTES // (8 * Phi.shape[1]))
+    starts = list(range(0, Phi.shape[0], rows))
+    workers = min(usable_cores(), len(starts))
+    shares = [starts[k::workers] for k in range(workers)]
 
-    def matvec(X):
+    def share_product(share, X):
         Y = np.zeros((Phi.shape[1], X.shape[1]))
-        for start in range(0, Phi.shape[0], rows):
+        for start in share:
             block = Phi[start:start + rows]
             Y += block.T @ (block @ X)
         return Y
 
+    def matvec(X):
+        return summed_on_cores(share_product, shares, X)
+
+    matvec.owns_cores = len(shares) > 1  # see curves.dense_matvec
     return matvec
 
 
