@@ -32,10 +32,11 @@ from .spectral import relative_cutoff, sample_loss_in_eigenbasis
 
 SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
 # Up to this width the CPU's Krylov route forms the sample kernel once (its upper panels, about
-# n M^2 flops) and multiplies by it at every step, beyond it each step passes over Phi: about
-# 100 steps of passes cost more than forming it while M is below about 9000 on the 2-core CPU
-# machine (forming it at 8192 x 4096: 1.8-2.0 s; a pass 39 ms; a product by it 6-10 ms).
-FORM_KERNEL_MAX_M = 8192
+# n M^2 flops) and multiplies by it at every step, beyond it each step passes over Phi:
+# n M^2 flops once against about 100 passes of 8 n M bytes, so forming wins below
+# M ~ 7000 on the 2-core CPU machine whatever n (n = 8192, whole curves: formed against
+# passes 3.6-4.6 vs 5.0 s at 4096, 7.3-8.0 vs 8.6-8.9 s at 6144, 11.9-12.3 vs 10.6-10.8 s at 8192).
+FORM_KERNEL_MAX_M = 6144
 SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
 # Bytes of Phi's rows per pass block on the CPU: both products of a block while it is in cache.
 PASS_BLOCK_BYTES = 1 << 20
