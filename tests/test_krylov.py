@@ -226,29 +226,36 @@ def test_the_threaded_symmetric_product_runs_blas_at_one_thread_and_restores_it(
     assert np.allclose(Y, G @ X / M, rtol=1e-13, atol=1e-13)
 
 
-def test_lanczos_runs_its_own_blas_at_one_thread_only_around_a_product_that_owns_the_cores(rng):
-    # BLAS threads woken by the re-orthogonalisation would spin on the product's cores.
+def test_lanczos_steps_run_blas_at_one_thread_only_around_a_product_that_owns_the_cores(rng):
+    # BLAS threads woken by the re-orthogonalisation would spin on the product's cores; the
+    # checks between steps keep BLAS's threads.
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    from rfw2s.krylov import BlockLanczos, run_to_tolerance
+
     M, G = 60, np.diag(np.linspace(1.0, 2.0, 60))
-    C, m = rng.standard_normal((M, 2)), rng.standard_normal(M)
-    rule = GradientFlow(np.geomspace(1e-1, 1e2, 5))
+    blas_threads = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     def threads_seen(owns_cores):
-        seen = []
+        in_product, in_checks = [], []
 
         def matvec(X):
-            seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+            in_product.extend(blas_threads())
             return G @ X
+
+        def evaluate():
+            in_checks.extend(blas_threads())
+            return np.ones((1, 1)), None  # unchanged curves: converged at the second check
 
         matvec.owns_cores = owns_cores
         with threadpool_limits(limits=2, user_api="blas"):
-            lanczos_curves(matvec, M, C, m, 1.0, rule, max_steps=30)
-            after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
-        return set(seen), after
+            result = run_to_tolerance(BlockLanczos(matvec, rng.standard_normal((M, 2)), 30), evaluate, 1e-10)
+            after = set(blas_threads())
+        assert result.converged
+        return set(in_product), set(in_checks), after
 
-    assert threads_seen(True) == ({1}, {2})
-    assert threads_seen(False) == ({2}, {2})
+    assert threads_seen(True) == ({1}, {2}, {2})
+    assert threads_seen(False) == ({2}, {2}, {2})
 
 
 @pytest.mark.parametrize("M", [37, 512, 1100])

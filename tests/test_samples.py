@@ -112,12 +112,15 @@ def test_the_sample_kernel_formed_by_row_blocks_is_phi_t_phi(block_rows, with_bu
     np.testing.assert_allclose(start, Phi.T @ Y / (n * np.sqrt(M)), rtol=1e-12, atol=1e-15)
 
 
-def test_the_one_pass_sample_kernel_product_is_the_two_products(rng):
-    from rfw2s import finite_sample
+def test_the_one_pass_sample_kernel_product_is_the_two_products(rng, monkeypatch):
+    from rfw2s import curves, finite_sample
+
+    monkeypatch.setattr(curves, "_POOLS", {})  # this test's pools (up to 143 threads) go with it
 
     Phi = rng.standard_normal((1000, 37))
     X = rng.standard_normal((37, 3))
     np.testing.assert_allclose(sample_kernel_matvec(Phi)(X), Phi.T @ (Phi @ X), rtol=1e-12)
+    assert np.array_equal(sample_kernel_matvec(Phi[:0])(X), np.zeros((37, 3)))  # no rows: K = 0
     old = finite_sample.PASS_BLOCK_BYTES, finite_sample.usable_cores
     try:
         finite_sample.PASS_BLOCK_BYTES = 8 * 37 * 7  # 7 rows a block: a short last one

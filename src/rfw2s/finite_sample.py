@@ -34,7 +34,8 @@ SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
 # Up to this width the CPU's Krylov route forms the sample kernel once (its upper panels, about
 # n M^2 flops) and multiplies by it at every step, beyond it each step passes over Phi:
 # n M^2 flops once against about 100 passes of 8 n M bytes, so forming wins below
-# M ~ 7000 on the 2-core CPU machine whatever n (n = 8192, whole curves: formed against
+# M ~ 7000 on the 2-core CPU machine at n = 8192 (lower for shorter samples: each formed step
+# reads 4 M^2 bytes against the pass's 8 n M; not measured) (whole curves: formed against
 # passes 3.6-4.6 vs 5.0 s at 4096, 7.3-8.0 vs 8.6-8.9 s at 6144, 11.9-12.3 vs 10.6-10.8 s at 8192).
 FORM_KERNEL_MAX_M = 6144
 SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
@@ -63,7 +64,7 @@ def sample_kernel_matvec(Phi):
         return lambda X: Phi.T @ (Phi @ X)
     rows = max(1, PASS_BLOCK_BYTES // (8 * Phi.shape[1]))
     starts = list(range(0, Phi.shape[0], rows))
-    workers = min(usable_cores(), len(starts))
+    workers = max(1, min(usable_cores(), len(starts)))  # (no rows: one empty share, K = 0)
     shares = [starts[k::workers] for k in range(workers)]
 
     def share_product(share, X):

@@ -137,16 +137,14 @@ def run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int
     """Lanczos steps until ``evaluate()`` (the curves and the rule they used, from the current
     ``T_k``) changes by less than ``tol`` (relative, every value) over CHECK_EVERY steps, or the
     step budget is spent; the result says which, and never holds NaN."""
-    # A product that runs its own threads on every core gets them to itself: BLAS's threads,
-    # woken by the re-orthogonalisation, would spin there (backend.one_blas_thread).
-    with one_blas_thread() if getattr(lanczos.matvec, "owns_cores", False) else contextlib.nullcontext():
-        return _run_to_tolerance(lanczos, evaluate, tol, min_steps)
-
-
-def _run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int) -> KrylovCurves:
+    # A product that runs its own threads on every core gets them to itself during the steps:
+    # BLAS's threads, woken by the re-orthogonalisation, would spin there (backend.one_blas_thread).
+    # The checks keep BLAS's threads (a sample's check multiplies by H, maybe by tiles).
+    own_steps = one_blas_thread if getattr(lanczos.matvec, "owns_cores", False) else contextlib.nullcontext
     previous, achieved = None, np.inf
     while lanczos.steps < lanczos.max_steps:
-        lanczos.step()
+        with own_steps():
+            lanczos.step()
         steps = lanczos.steps
         if steps >= min_steps and (steps % CHECK_EVERY == 0 or steps == lanczos.max_steps):
             current, rule = evaluate()
