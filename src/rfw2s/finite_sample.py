@@ -14,7 +14,7 @@ Two routes, through one of SAMPLE_OPERATORS:
   serves every grid value; ``H`` is needed once in that basis (``M^2 r`` flops, ``r <= min(n, M)``);
 * ``krylov`` / ``krylov-tiled``: block Lanczos on ``K`` started from ``b`` (every teacher's),
   each step one pass over ``Phi`` (``K`` never formed; on the CPU up to FORM_KERNEL_MAX_M
-  features ``K`` is formed once instead, from blocks of ``Phi``'s rows, ``Phi`` never whole),
+  features and for ``n >= M`` ``K`` is formed once instead, from blocks of ``Phi``'s rows, ``Phi`` never whole),
   ``theta ~ Q_k^T S phi(Theta) S^T E_1 R`` for every grid value at once; the loss needs ``Q_k H Q_k^T`` (``H`` stored, or by tiles) and
   ``Q_k m``, and steps are added until the curves change by less than the tolerance.
 """
@@ -31,12 +31,12 @@ from .solve import SolverError
 from .spectral import relative_cutoff, sample_loss_in_eigenbasis
 
 SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
-# Up to this width the CPU's Krylov route forms the sample kernel once (its upper panels, about
-# n M^2 flops) and multiplies by it at every step, beyond it each step passes over Phi:
-# n M^2 flops once against about 100 passes of 8 n M bytes, so forming wins below
-# M ~ 7000 on the 2-core CPU machine at n = 8192 (lower for shorter samples: each formed step
-# reads 4 M^2 bytes against the pass's 8 n M; not measured) (whole curves: formed against
-# passes 3.6-4.6 vs 5.0 s at 4096, 7.3-8.0 vs 8.6-8.9 s at 6144, 11.9-12.3 vs 10.6-10.8 s at 8192).
+# Up to this width, and for a sample at least as long (n >= M), the CPU's Krylov route forms
+# the sample kernel once (its upper panels, about n M^2 flops) and multiplies by it at every
+# step (4 M^2 bytes); otherwise each step passes over Phi (8 n M bytes). Measured on the
+# 2-core CPU machine, whole curves, formed against passes: at n = 8192, 3.6-4.6 vs 5.0 s at
+# M = 4096, 7.3-8.0 vs 8.6-8.9 s at 6144, 11.9-12.3 vs 10.6-10.8 s at 8192; at M = 4096,
+# 4.1-4.2 vs 4.1-4.4 s at n = 4096 and 3.9-4.7 vs 3.3-3.4 s at n = 2048.
 FORM_KERNEL_MAX_M = 6144
 SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
 # Bytes of Phi's rows per pass block on the CPU: both products of a block while it is in cache.
@@ -130,7 +130,7 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
     m = model.target_moments(Wx)
     F = model.target_norm2
     H = _population_matvec(model, Wx, operator)
-    forms_kernel = operator != "svd" and xp.__name__ == "numpy" and M <= FORM_KERNEL_MAX_M
+    forms_kernel = operator != "svd" and xp.__name__ == "numpy" and M <= FORM_KERNEL_MAX_M and n >= M
     if not forms_kernel:
         Phi = model.features(Xx, Wx)
         Phi *= 1.0 / np.sqrt(n * M)  # in place: an n x M copy costs its fresh memory
