@@ -121,16 +121,12 @@ def test_the_one_pass_sample_kernel_product_is_the_two_products(rng, monkeypatch
     X = rng.standard_normal((37, 3))
     np.testing.assert_allclose(sample_kernel_matvec(Phi)(X), Phi.T @ (Phi @ X), rtol=1e-12)
     assert np.array_equal(sample_kernel_matvec(Phi[:0])(X), np.zeros((37, 3)))  # no rows: K = 0
-    old = finite_sample.PASS_BLOCK_BYTES, finite_sample.usable_cores
-    try:
-        finite_sample.PASS_BLOCK_BYTES = 8 * 37 * 7  # 7 rows a block: a short last one
-        for cores in (1, 2, 3, 1000):  # the blocks shared among the cores, or more cores than blocks
-            finite_sample.usable_cores = lambda: cores
-            product = sample_kernel_matvec(Phi)
-            assert getattr(product, "owns_cores") == (cores > 1)
-            np.testing.assert_allclose(product(X), Phi.T @ (Phi @ X), rtol=1e-12)
-    finally:
-        finite_sample.PASS_BLOCK_BYTES, finite_sample.usable_cores = old
+    monkeypatch.setattr(finite_sample, "PASS_BLOCK_BYTES", 8 * 37 * 7)  # 7 rows a block: a short last one
+    for cores in (1, 2, 3, 1000):  # the blocks shared among the cores, or more cores than blocks
+        monkeypatch.setattr(finite_sample, "usable_cores", lambda: cores)
+        product = sample_kernel_matvec(Phi)
+        assert product.owns_cores == (cores > 1)
+        np.testing.assert_allclose(product(X), Phi.T @ (Phi @ X), rtol=1e-12)
 
 
 def test_as_the_sample_grows_the_student_approaches_the_population_one():

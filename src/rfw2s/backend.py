@@ -136,7 +136,7 @@ _BLAS_CONTROL = None  # threadpoolctl's view of the loaded BLAS, found once
 def one_blas_thread():
     """A context in which the CPU's BLAS runs one thread per call, restored after: for code
     that runs its own threads, one per core (the symmetric product of :mod:`rfw2s.curves`),
-    and for the loop around it. BLAS's threads would otherwise compete for those cores: at
+    and for the Lanczos steps around it. BLAS's threads would otherwise compete for those cores: at
     16 vectors the product is 2x slower, and after a threaded BLAS call its idle threads
     spin on the cores for a while (the product after each Lanczos re-orthogonalisation took
     14 ms instead of 9 at M = 4096, 2-core CPU machine). threadpoolctl knows every BLAS numpy

@@ -119,13 +119,10 @@ class UpperPanels:
         return stored
 
     @classmethod
-    def of_matrix(cls, G, block: int = SYMMETRIC_BLOCK, copy: bool = True) -> "UpperPanels":
-        """The upper panels of a symmetric matrix already formed: contiguous copies (a faster
-        symmetric product than views into ``G``, and ``G`` can be freed), or views."""
+    def of_matrix(cls, G, block: int = SYMMETRIC_BLOCK) -> "UpperPanels":
+        """The upper panels of a symmetric matrix already formed, as views into it."""
         edges = cls.panel_edges(G.shape[0], block)
-        pairs = zip(edges[:-1], edges[1:])
-        return cls.of_panels(edges, [np.ascontiguousarray(G[r0:r1, r0:]) if copy else G[r0:r1, r0:]
-                                     for r0, r1 in pairs])
+        return cls.of_panels(edges, [G[r0:r1, r0:] for r0, r1 in zip(edges[:-1], edges[1:])])
 
 
 def stored_kernel(model, W):
@@ -208,7 +205,7 @@ def dense_matvec(G, M: int, divisor: float | None = None):
     if not isinstance(G, UpperPanels):
         if array_namespace(G).__name__ != "numpy":
             return lambda X: (G @ X) / divisor
-        G = UpperPanels.of_matrix(G, copy=False)
+        G = UpperPanels.of_matrix(G)
     edges, panels = G.edges, G.panels
     width = chunk_columns(SYMMETRIC_BLOCK)
     shares = _balanced_shares([p.shape[1] for p in panels], usable_cores())
@@ -234,7 +231,7 @@ def dense_matvec(G, M: int, divisor: float | None = None):
         Y /= divisor
         return Y
 
-    # The product's workers own the cores: a Lanczos loop around it runs its own BLAS at one
+    # The product's workers own the cores: Lanczos steps around it run their own BLAS at one
     # thread (BLAS's idle threads would spin on those cores: see krylov.run_to_tolerance).
     matvec.owns_cores = len(shares) > 1
     return matvec

@@ -14,9 +14,9 @@ Two routes, through one of SAMPLE_OPERATORS:
   serves every grid value; ``H`` is needed once in that basis (``M^2 r`` flops, ``r <= min(n, M)``);
 * ``krylov`` / ``krylov-tiled``: block Lanczos on ``K`` started from ``b`` (every teacher's),
   each step one pass over ``Phi`` (``K`` never formed; on the CPU up to FORM_KERNEL_MAX_M
-  features and for ``n >= M`` ``K`` is formed once instead, from blocks of ``Phi``'s rows, ``Phi`` never whole),
-  ``theta ~ Q_k^T S phi(Theta) S^T E_1 R`` for every grid value at once; the loss needs ``Q_k H Q_k^T`` (``H`` stored, or by tiles) and
-  ``Q_k m``, and steps are added until the curves change by less than the tolerance.
+  features and for ``n >= M`` ``K`` is formed once instead, from blocks of ``Phi``'s rows,
+  ``Phi`` never whole), ``theta ~ Q_k^T S phi(Theta) S^T E_1 R`` for every grid value at once;
+  the loss needs ``Q_k H Q_k^T`` (``H`` stored, or by tiles) and ``Q_k m``, and steps are added until the curves change by less than the tolerance.
 """
 from __future__ import annotations
 

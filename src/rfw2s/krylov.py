@@ -72,8 +72,8 @@ def _orthonormalize(W, scale: float, xp):
 class BlockLanczos:
     """Block Lanczos with full re-orthogonalisation (a second pass only where needed) on a
     symmetric positive semi-definite operator known by its products, started from the columns
-    of ``X`` (``X = Q_1 R``). After ``k`` steps the block tridiagonal ``T_k`` and the basis ``Q_k`` (rows)
-    give ``X^T f(K) X ~ R^T E_1^T f(T_k) E_1 R`` and ``f(K) X ~ Q_k^T f(T_k) E_1 R``."""
+    of ``X`` (``X = Q_1 R``). After ``k`` steps the block tridiagonal ``T_k`` and the basis
+    ``Q_k`` (rows) give ``X^T f(K) X ~ R^T E_1^T f(T_k) E_1 R`` and ``f(K) X ~ Q_k^T f(T_k) E_1 R``."""
 
     def __init__(self, matvec, X, max_steps: int):
         self.xp = xp = array_namespace(X)
@@ -102,13 +102,12 @@ class BlockLanczos:
         if k:
             w = w - self.basis[(k - 1) * p:k * p].T @ xp.asarray(self.B[k - 1].T)
         earlier = self.basis[:(k + 1) * p]
-        for attempt in range(2):
-            before = xp.sum(w * w, axis=0)
-            w = w - earlier.T @ (earlier @ w)
-            # >=: an exhausted direction's column is exactly zero and stays so (no second pass).
-            if attempt or bool(xp.all(xp.sum(w * w, axis=0) >= 0.5 * before)):
-                break
+        before = xp.sum(w * w, axis=0)
+        w = w - earlier.T @ (earlier @ w)
+        # >=: an exhausted direction's column is exactly zero and stays so (no second pass).
+        if not bool(xp.all(xp.sum(w * w, axis=0) >= 0.5 * before)):
             self.second_passes += 1
+            w = w - earlier.T @ (earlier @ w)
         if not np.all(np.isfinite(self.A[k])):
             raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {self.M}, "
                               f"backend {xp.__name__})")
@@ -119,9 +118,8 @@ class BlockLanczos:
                               f"backend {xp.__name__})")
         self.steps = k + 1
 
-    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ritz values (clipped at 0: the operator is PSD, negative ones are round-off) and the
-        eigenvectors ``S`` of ``T_k`` (``T_k = S diag(theta) S^T``), on the host."""
+    def tridiagonal(self) -> np.ndarray:
+        """``T_k`` (``k p`` square, on the host): ``A`` on the block diagonal, ``B`` below it."""
         k, p = self.steps, self.p
         T = np.zeros((k * p, k * p))
         for i in range(k):
@@ -129,7 +127,12 @@ class BlockLanczos:
             if i + 1 < k:
                 T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = self.B[i]
                 T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = self.B[i].T
-        theta, S = np.linalg.eigh(T)
+        return T
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (clipped at 0: the operator is PSD, negative ones are round-off) and the
+        eigenvectors ``S`` of ``T_k`` (``T_k = S diag(theta) S^T``), on the host."""
+        theta, S = np.linalg.eigh(self.tridiagonal())
         return np.maximum(theta, 0.0), S
 
 
