@@ -199,11 +199,13 @@ def _dgemm_peak_flops(n: int = 4096, repeats: int = 3) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def _symmetric_rows(sizes, widths=(2, 6, 16), repeats: int = 9) -> list[dict]:
+def _symmetric_rows(sizes, widths=(2, 6, 8, 16), repeats: int = 9) -> list[dict]:
     """The CPU's symmetric product over a stored kernel (``dense_matvec`` on ``stored_kernel``)
     against its floors, in this process, for each size and block width: one streaming pass
     over the same stored bytes (each panel times the block once, on every BLAS thread), and
-    its arithmetic, ``2 M^2 p`` operations at this machine's large-product rate."""
+    its arithmetic, ``2 M^2 p`` operations at this machine's large-product rate; and the BLAS
+    route the product takes where the compiled kernel is not built."""
+    from rfw2s import curves
     from rfw2s.curves import SYMMETRIC_BLOCK, _cache_bytes, chunk_columns, dense_matvec, stored_kernel
     from rfw2s.models import relu_sphere
     from rfw2s.seeding import seed_sequence
@@ -218,24 +220,31 @@ def _symmetric_rows(sizes, widths=(2, 6, 16), repeats: int = 9) -> list[dict]:
         build = time.perf_counter() - start
         stored = sum(p.nbytes for p in G.panels)
         matvec = dense_matvec(G, M)
+        compiled = curves.panel_kernel()
+        curves.panel_kernel = lambda: None  # the product as an install without the kernel runs it
+        blas_matvec = dense_matvec(G, M)
+        curves.panel_kernel = lambda: compiled
         for p in widths:
             X = np.random.default_rng(p).standard_normal((M, p))
 
             def floor():
                 return [panel @ X[r0:] for panel, r0 in zip(G.panels, G.edges)]
 
-            for fn in (floor, lambda: matvec(X)):  # warm up (pages, thread pools)
+            routes = (("floor", floor), ("symmetric", lambda: matvec(X)), ("blas", lambda: blas_matvec(X)))
+            for _, fn in routes:  # warm up (pages, thread pools)
                 fn()
             # The fastest of each (on a shared machine noise only adds time), not interleaved:
             # BLAS's idle threads spin for a while after the pass and would slow the product.
-            times = {"floor": np.inf, "symmetric": np.inf}
-            for name, fn in (("floor", floor), ("symmetric", lambda: matvec(X))):
+            times = {name: np.inf for name, _ in routes}
+            for name, fn in routes:
                 for _ in range(repeats):
                     start = time.perf_counter()
                     fn()
                     times[name] = min(times[name], time.perf_counter() - start)
             row = {"M_ST": M, "vectors": p, "kernel_build_s": build, "floor_s": times["floor"],
                    "symmetric_s": times["symmetric"], "over_floor": times["symmetric"] / times["floor"],
+                   "route": "compiled" if compiled is not None else "blas",
+                   "blas_s": times["blas"], "blas_over_floor": times["blas"] / times["floor"],
                    "floor_GBps": stored / times["floor"] / 1e9,
                    # Each stored element serves two products: 2 M^2 p operations, twice the pass's.
                    "arithmetic_floor_s": 2 * M * M * p / peak,
@@ -244,7 +253,7 @@ def _symmetric_rows(sizes, widths=(2, 6, 16), repeats: int = 9) -> list[dict]:
                    "L2_KiB": _cache_bytes(2, 0) // 1024}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        del G, matvec
+        del G, matvec, blas_matvec
     return rows
 
 

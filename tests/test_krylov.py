@@ -1,4 +1,6 @@
 """Lanczos quadrature against the dense eigendecomposition, and its failure modes."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -178,8 +180,58 @@ def test_unknown_operator_or_a_kernel_without_its_operator_is_refused():
         exact_curves(MODEL, W, teachers, TS, operator="tiled", kernel=MODEL.gram(W, W))
 
 
+@pytest.fixture(params=["compiled", "blas"])
+def product_route(request, monkeypatch):
+    """The CPU's symmetric product by the compiled panel kernel, or by BLAS (where it is not built)."""
+    from rfw2s import curves
+
+    if request.param == "blas":
+        monkeypatch.setattr(curves, "panel_kernel", lambda: None)
+    elif curves.panel_kernel() is None:
+        pytest.skip("the compiled panel product is not built here")
+    return request.param
+
+
+def test_the_install_built_the_compiled_panel_product():
+    # Optional in the build, so that an install without a C compiler still works: where there
+    # is one, a silent fall-back to BLAS would be a slow product nobody asked for.
+    import importlib.util
+    import platform
+
+    from rfw2s import curves
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the install leaves the kernel out")
+    assert importlib.util.find_spec("rfw2s._panel_kernel") is not None
+    flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
+    if platform.machine() == "x86_64" and {"avx2", "fma"} <= set(flags):
+        assert curves.panel_kernel() is not None
+
+
+@pytest.mark.parametrize("chunk", [64, 192, 256, 1024])  # 192 does not divide a panel's 512 rows
+@pytest.mark.parametrize("cores", [1, 2])
+def test_the_compiled_and_blas_symmetric_products_agree_for_every_block_width(chunk, cores, monkeypatch, rng):
+    from rfw2s import curves
+
+    if curves.panel_kernel() is None:
+        pytest.skip("the compiled panel product is not built here")
+    monkeypatch.setattr(curves, "chunk_columns", lambda rows: chunk)
+    monkeypatch.setattr(curves, "usable_cores", lambda: cores)
+    M = 1100  # panels of 512, 512 and 76 rows
+    A = rng.standard_normal((M, M))
+    G = A + A.T
+    compiled = curves.dense_matvec(G, M)
+    monkeypatch.setattr(curves, "panel_kernel", lambda: None)
+    blas = curves.dense_matvec(G, M)
+    for p in (1, 2, 7, 8, 9, 16, 17):  # a part, one and more groups of the kernel's 8 columns
+        X = rng.standard_normal((M, p))
+        exact = G @ X / M
+        assert np.allclose(compiled(X), exact, rtol=1e-13, atol=1e-13)
+        assert np.allclose(blas(X), exact, rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("M", [37, 512, 1100])
-def test_symmetric_blocked_product_equals_the_plain_one(M, rng):
+def test_symmetric_blocked_product_equals_the_plain_one(M, rng, product_route):
     from rfw2s.curves import dense_matvec
 
     A = rng.standard_normal((M, M))
@@ -193,7 +245,7 @@ def test_symmetric_blocked_product_equals_the_plain_one(M, rng):
     assert np.array_equal(dense_matvec(np.where(below, np.nan, G), M)(X), dense_matvec(G, M)(X))
 
 
-def test_the_threaded_symmetric_product_runs_blas_at_one_thread_and_restores_it(monkeypatch, rng):
+def test_the_threaded_symmetric_product_runs_blas_at_one_thread_and_restores_it(monkeypatch, rng, product_route):
     # Its workers each own a core: BLAS threads of their own would oversubscribe the cores.
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -252,7 +304,7 @@ def test_lanczos_steps_run_blas_at_one_thread_only_around_a_product_that_owns_th
 
 
 @pytest.mark.parametrize("M", [37, 512, 1100])
-def test_the_upper_panels_hold_the_kernel_and_give_the_same_product(M, rng):
+def test_the_upper_panels_hold_the_kernel_and_give_the_same_product(M, rng, product_route):
     from rfw2s.curves import SYMMETRIC_BLOCK, UpperPanels, dense_matvec, gram_matrix, stored_kernel
 
     W = MODEL.sample_features(seed_sequence(1, "student", M, 0), M)

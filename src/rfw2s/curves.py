@@ -11,7 +11,10 @@ How a curve job reaches ``H`` is one choice, an *operator* (made once by :mod:`r
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import glob
+import importlib.util
 import logging
 import os
 import time
@@ -189,26 +192,44 @@ def _balanced_shares(widths, workers: int) -> list[list[int]]:
     return [sorted(share) for share in shares if share]
 
 
-def dense_matvec(G, M: int, divisor: float | None = None):
-    """``X -> H @ X`` for a stored symmetric kernel ``G`` (``M x M``; ``H = G / M``, or
-    ``G / divisor``): a matrix, or :class:`UpperPanels`.
+@functools.cache
+def panel_kernel():
+    """The compiled panel product (``_panel_kernel.c``) through ctypes, or ``None`` where the
+    install could not compile it (no C compiler) or this CPU has no vector unit it is built
+    for (x86-64 with AVX2 and FMA): then the product runs on BLAS."""
+    spec = importlib.util.find_spec(f"{__package__}._panel_kernel")
+    if spec is None or spec.origin is None:
+        log.info("rfw2s: the compiled panel product is not built here; the symmetric product runs on BLAS")
+        return None
+    library = ctypes.CDLL(spec.origin)
+    if not library.panel_vectorised():
+        log.info("rfw2s: no AVX2 and FMA on this CPU; the symmetric product runs on BLAS")
+        return None
+    pointer, size = ctypes.c_void_p, ctypes.c_ssize_t
+    library.panel_product.argtypes = [pointer, size, size, size, size, pointer, pointer, size, size]
+    library.panel_product.restype = None
+    return library
 
-    On the CPU only the block rows on and above the diagonal are read, each once per product,
-    in chunks of :func:`chunk_columns` that serve both of their products while in cache (a
-    chunk above the diagonal block gives ``Y_rows += B X_cols`` and ``Y_cols^T += X_rows^T B``),
-    on every core, each with its own share of the panels and BLAS at one thread each (about
-    one streaming pass over the stored bytes for 2 and 6 vectors, 1.7-2.0x for 16, where the
-    product's 2 M^2 p flops at the narrow-gemm rate exceed the pass, on the 2-core CPU machine:
-    bench/benchmark.py --symmetric). On a GPU one matrix product is fastest.
-    """
-    divisor = M if divisor is None else divisor
-    if not isinstance(G, UpperPanels):
-        if array_namespace(G).__name__ != "numpy":
-            return lambda X: (G @ X) / divisor
-        G = UpperPanels.of_matrix(G)
-    edges, panels = G.edges, G.panels
-    width = chunk_columns(SYMMETRIC_BLOCK)
-    shares = _balanced_shares([p.shape[1] for p in panels], usable_cores())
+
+def _kernel_share_product(kernel, edges, panels, width):
+    """``(share, X) -> sum over the share's panels of their part of G @ X`` by the compiled
+    kernel, both products of each panel element in one pass; ``X`` has columns a multiple of
+    the kernel's group."""
+
+    def share_product(share, X):
+        Y = np.zeros_like(X)
+        for i in share:
+            panel = panels[i]
+            kernel.panel_product(panel.ctypes.data, panel.shape[0], panel.shape[1], panel.strides[0] // 8, edges[i],
+                                 X.ctypes.data, Y.ctypes.data, X.shape[1], width)
+        return Y
+
+    return share_product
+
+
+def _blas_share_product(M, edges, panels, width):
+    """As :func:`_kernel_share_product`, by BLAS: two narrow products per chunk (the diagonal
+    block's one), the chunk in cache for both."""
 
     def share_product(share, X):
         Y = np.zeros((M, X.shape[1]))
@@ -226,10 +247,50 @@ def dense_matvec(G, M: int, divisor: float | None = None):
         Y += YT.T
         return Y
 
-    def matvec(X):
-        Y = summed_on_cores(share_product, shares, X)
-        Y /= divisor
-        return Y
+    return share_product
+
+
+def dense_matvec(G, M: int, divisor: float | None = None):
+    """``X -> H @ X`` for a stored symmetric kernel ``G`` (``M x M``; ``H = G / M``, or
+    ``G / divisor``): a matrix, or :class:`UpperPanels`.
+
+    On the CPU only the block rows on and above the diagonal are read, each once per product,
+    on every core, each with its own share of the panels: by the compiled kernel
+    (:func:`panel_kernel`), which uses each stored element for both of its products as it
+    reads it (about one streaming pass over the stored bytes for 2 to 16 vectors on the 2-core
+    CPU machine: bench/benchmark.py --symmetric), else by BLAS in chunks of
+    :func:`chunk_columns` that serve both products while in cache (a chunk above the diagonal
+    block gives ``Y_rows += B X_cols`` and ``Y_cols^T += X_rows^T B``; 1.7x the pass for 16
+    vectors, the narrow products' packing and arithmetic exceeding the pass). On a GPU one
+    matrix product is fastest.
+    """
+    divisor = M if divisor is None else divisor
+    if not isinstance(G, UpperPanels):
+        if array_namespace(G).__name__ != "numpy":
+            return lambda X: (G @ X) / divisor
+        G = UpperPanels.of_matrix(np.ascontiguousarray(G, dtype=np.float64))
+    edges, panels = G.edges, G.panels
+    width = chunk_columns(SYMMETRIC_BLOCK)
+    shares = _balanced_shares([p.shape[1] for p in panels], usable_cores())
+    kernel = panel_kernel()
+    if kernel is not None and all(p.dtype == np.float64 and p.strides[1] == 8 and p.strides[0] >= 8 * p.shape[1]
+                                  for p in panels):  # rows of contiguous doubles
+        group = kernel.panel_group()
+        share_product = _kernel_share_product(kernel, edges, panels, width)
+
+        def matvec(X):
+            p = X.shape[1]
+            padded = np.zeros((M, p + -p % group))  # whole groups of columns, contiguous
+            padded[:, :p] = X
+            Y = summed_on_cores(share_product, shares, padded)[:, :p]
+            return Y / divisor
+    else:
+        share_product = _blas_share_product(M, edges, panels, width)
+
+        def matvec(X):
+            Y = summed_on_cores(share_product, shares, X)
+            Y /= divisor
+            return Y
 
     # The product's workers own the cores: Lanczos steps around it run their own BLAS at one
     # thread (BLAS's idle threads would spin on those cores: see krylov.run_to_tolerance).
