@@ -230,6 +230,60 @@ def test_the_compiled_and_blas_symmetric_products_agree_for_every_block_width(ch
         assert np.allclose(blas(X), exact, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize(("M", "block"), [(100, 37), (103, 13), (3, 2)])
+def test_the_symmetric_product_with_partial_strips_above_the_diagonal(M, block, rng, product_route):
+    # Panels whose rows are not a multiple of the kernel's 4-row strip, with columns above the
+    # diagonal block (the default 512-row panels never have both).
+    from rfw2s.curves import UpperPanels, dense_matvec
+
+    A = rng.standard_normal((M, M))
+    G = A + A.T
+    product = dense_matvec(UpperPanels.of_matrix(G, block), M)
+    for p in (1, 9, 17):
+        X = rng.standard_normal((M, p))
+        assert np.allclose(product(X), G @ X / M, rtol=1e-13, atol=1e-13)
+
+
+def test_the_panel_kernel_touches_nothing_outside_its_panel_and_blocks(rng):
+    # Every panel, X and Y sit inside NaN (read) and sentinel (write) margins: a read outside
+    # would put a NaN into Y, a write outside would change a sentinel.
+    from rfw2s.curves import UpperPanels, panel_kernel
+
+    kernel = panel_kernel()
+    if kernel is None:
+        pytest.skip("the compiled panel product is not built here")
+    M, block, p = 103, 13, 2 * kernel.panel_group()
+    A = rng.standard_normal((M, M))
+    G = A + A.T
+    X_margins = np.full((M + 8, p), np.nan)
+    X = X_margins[4:4 + M]
+    X[:] = rng.standard_normal((M, p))
+    Y_margins = np.full((M + 8, p), 7.0)
+    Y = Y_margins[4:4 + M]
+    Y[:] = 0.0
+    edges = UpperPanels.panel_edges(M, block)
+    for r0, r1 in zip(edges[:-1], edges[1:]):
+        margins = np.full((r1 - r0 + 4, M - r0 + 8), np.nan)
+        panel = margins[:r1 - r0, 4:4 + M - r0]
+        panel[:] = G[r0:r1, r0:]
+        kernel.panel_product(panel.ctypes.data, r1 - r0, M - r0, margins.shape[1], r0, X.ctypes.data, Y.ctypes.data,
+                             p, 5)
+    assert np.allclose(Y, G @ X, rtol=1e-13, atol=1e-12)
+    assert np.all(Y_margins[:4] == 7.0) and np.all(Y_margins[4 + M:] == 7.0)
+
+
+def test_the_symmetric_product_refuses_a_block_or_kernel_of_the_wrong_size(rng, product_route):
+    from rfw2s.curves import UpperPanels, dense_matvec
+
+    G = np.eye(40)
+    with pytest.raises(ValueError, match="do not tile a 30 x 30 matrix"):
+        dense_matvec(UpperPanels.of_matrix(G, 16), 30)
+    product = dense_matvec(G, 40)
+    for X in (np.ones((1, 3)), np.ones((39, 3))):
+        with pytest.raises(ValueError):
+            product(X)
+
+
 @pytest.mark.parametrize("M", [37, 512, 1100])
 def test_symmetric_blocked_product_equals_the_plain_one(M, rng, product_route):
     from rfw2s.curves import dense_matvec

@@ -96,13 +96,17 @@ CLONES void panel_product(const double *panel, ptrdiff_t rows, ptrdiff_t width, 
 
 int panel_group(void) { return GROUP; }
 
-/* Whether this CPU runs one of the vector clones (AVX2 and FMA, measured: about one streaming
- * pass). The baseline clone and other architectures are 10x slower than BLAS: there the product
- * runs on BLAS. */
+/* Bumped with any change of panel_product's arguments: a library left from an older build
+ * (the editable install does not rebuild it on a pull) is then not called. */
+int panel_abi(void) { return 1; }
+
+/* Whether this CPU runs one of the vector clones (x86-64-v3 or better: AVX2 and FMA;
+ * measured: about one streaming pass). The baseline clone and other architectures are 10x
+ * slower than BLAS: there the product runs on BLAS. */
 int panel_vectorised(void) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("x86-64-v3");  /* exactly what selects the v3 clone */
 #else
     return 0;
 #endif

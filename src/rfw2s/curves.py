@@ -192,6 +192,9 @@ def _balanced_shares(widths, workers: int) -> list[list[int]]:
     return [sorted(share) for share in shares if share]
 
 
+PANEL_ABI = 1  # panel_abi() of the _panel_kernel.c this code calls
+
+
 @functools.cache
 def panel_kernel():
     """The compiled panel product (``_panel_kernel.c``) through ctypes, or ``None`` where the
@@ -202,6 +205,10 @@ def panel_kernel():
         log.info("rfw2s: the compiled panel product is not built here; the symmetric product runs on BLAS")
         return None
     library = ctypes.CDLL(spec.origin)
+    if not hasattr(library, "panel_abi") or library.panel_abi() != PANEL_ABI:
+        log.warning("rfw2s: %s is from an older build (reinstall: pip install -e .); the symmetric product "
+                    "runs on BLAS", spec.origin)
+        return None
     if not library.panel_vectorised():
         log.info("rfw2s: no AVX2 and FMA on this CPU; the symmetric product runs on BLAS")
         return None
@@ -270,15 +277,22 @@ def dense_matvec(G, M: int, divisor: float | None = None):
             return lambda X: (G @ X) / divisor
         G = UpperPanels.of_matrix(np.ascontiguousarray(G, dtype=np.float64))
     edges, panels = G.edges, G.panels
+    shapes = [(r1 - r0, M - r0) for r0, r1 in zip(edges[:-1], edges[1:])]
+    if edges[0] != 0 or edges[-1] != M or [p.shape for p in panels] != shapes:
+        raise ValueError(f"the stored kernel's panels do not tile a {M} x {M} matrix: rows {edges[0]}..{edges[-1]}, "
+                         f"panel shapes {[p.shape for p in panels][:3]}... (expected {shapes[:3]}...)")
     width = chunk_columns(SYMMETRIC_BLOCK)
     shares = _balanced_shares([p.shape[1] for p in panels], usable_cores())
     kernel = panel_kernel()
-    if kernel is not None and all(p.dtype == np.float64 and p.strides[1] == 8 and p.strides[0] >= 8 * p.shape[1]
-                                  for p in panels):  # rows of contiguous doubles
+    if kernel is not None and all(p.dtype == np.float64 and p.strides[1] == 8 and p.strides[0] % 8 == 0
+                                  and p.strides[0] >= 8 * p.shape[1] for p in panels):  # rows of contiguous doubles
         group = kernel.panel_group()
         share_product = _kernel_share_product(kernel, edges, panels, width)
 
         def matvec(X):
+            # C reads whatever it is given: a wrong shape or type stops here, as BLAS would.
+            if X.ndim != 2 or X.shape[0] != M or not np.isrealobj(X):
+                raise ValueError(f"the block multiplied by the kernel must be real, {M} x p; got {X.dtype} {X.shape}")
             p = X.shape[1]
             padded = np.zeros((M, p + -p % group))  # whole groups of columns, contiguous
             padded[:, :p] = X
