@@ -7,7 +7,9 @@ five teachers of one draw, gradient flow at 200 times), by the Krylov route and 
 Each (M_ST, n) runs in its own process (peak memory is its own). Reported: the population
 curves (kernel built in memory, Lanczos), the sample curves by Krylov (Lanczos on the sample
 kernel, one pass over the sample's features a step) and by the thin SVD (the dense reference,
-up to --svd-max), their agreement, and the ratio of the Krylov route to the population's.
+up to --svd-max), their agreement, and the ratio of the Krylov route to the population's;
+where the CPU forms the sample kernel, forming it alone (the route's floor) against the
+population's time.
 Prints a markdown table and appends it, with the machine and versions, to --out.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ TEACHERS = (16, 32, 64, 128, 256)
 def _one(backend: str, M: int, n: int, svd_max: int, queue) -> None:
     from rfw2s import backend as backends
     from rfw2s.curves import exact_curves
-    from rfw2s.finite_sample import draw_samples, sample_curves
+    from rfw2s.finite_sample import FORM_KERNEL_MAX_M, draw_samples, formed_sample_kernel, sample_curves
     from rfw2s.models import relu_sphere
     from rfw2s.seeding import draw
     from rfw2s.solve import fit_teacher
@@ -58,6 +60,11 @@ def _one(backend: str, M: int, n: int, svd_max: int, queue) -> None:
     krylov = timed("krylov_s", lambda: sample_curves(model, W, teachers, rule, X, operator="krylov", backend=be))
     row["krylov_steps"] = krylov.steps
     row["krylov_over_population"] = row["krylov_s"] / row["population_s"]
+    if M <= FORM_KERNEL_MAX_M and n >= M:
+        # The floor of the formed route, in the same process: forming the sample kernel alone.
+        Y = np.stack([model.features(X, U) @ coef for U, coef in teachers], axis=1)
+        timed("form_kernel_s", lambda: formed_sample_kernel(model, X, W, Y))
+        row["form_over_population"] = row["form_kernel_s"] / row["population_s"]
     if M <= svd_max:
         dense = timed("svd_s", lambda: sample_curves(model, W, teachers, rule, X, operator="svd", backend=be))
         row["krylov_vs_svd"] = float(np.max(np.abs(krylov.losses / dense.losses - 1)))
@@ -86,7 +93,7 @@ def main() -> None:
             rows.append(queue.get() if proc.exitcode == 0 else {"M_ST": M, "n": n, "population_s": "failed"})
             print(json.dumps(rows[-1]), flush=True)
     columns = ["backend", "M_ST", "n", "population_s", "population_steps", "krylov_s", "krylov_steps",
-               "krylov_over_population", "svd_s", "krylov_vs_svd"]
+               "krylov_over_population", "form_kernel_s", "form_over_population", "svd_s", "krylov_vs_svd"]
     columns = [c for c in columns if any(c in r for r in rows)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
