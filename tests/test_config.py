@@ -48,6 +48,35 @@ BAD_CONFIGS = {
     "lanczos tolerance not positive": (_set(("lanczos",), {"tol": 0.0}), "tol"),
     "validation on an ablation": (_set(EXP + ("m_st",), [256, 1024]), "validation: needs a single integer m_st"),
     "m_st rule of an unknown kind": (_set(M23 + ("m_st",), {"d_root": 2}), "m_st"),
+    # Learning rules and samples: the key, what is wrong, what is allowed.
+    "unknown learning rule": (_set(M23 + ("rule",), "adam"),
+                              "experiments.tiny_model23.rule: 'adam' is none of the allowed forms: gradient_flow; "
+                              "{name: gradient_flow}; {name: gradient_descent, steps: ...}; {name: ridge, mu: ...}"),
+    "unknown learning rule in a list": (_set(M23 + ("rule",), ["gradient_flow", {"name": "adam", "mu": {}}]),
+                                        "experiments.tiny_model23.rule.1: {'name': 'adam', 'mu': {}} is none of"),
+    "negative ridge penalty": (_set(M23 + ("rule",), {"name": "ridge", "mu": {"min": -1.0, "max": 1.0, "num": 5}}),
+                               "experiments.tiny_model23.rule.mu.min: -1.0 is less than or equal to the minimum of 0"),
+    "ridge given step counts": (_set(M23 + ("rule",), {"name": "ridge", "steps": {"min": 1, "max": 9, "num": 5}}),
+                                "experiments.tiny_model23.rule: 'mu' is a required property"),
+    "fractional step counts": (_set(M23 + ("rule",), {"name": "gradient_descent", "eta": 1.0,
+                                                      "steps": {"min": 0.5, "max": 10, "num": 5}}),
+                               "experiments.tiny_model23.rule.steps.min: 0.5 is not of type 'integer'"),
+    "step at 2 / lam_max": (_set(M23 + ("rule",), {"name": "gradient_descent", "eta_times_lam_max": 2.0,
+                                                   "steps": {"min": 1, "max": 10, "num": 5}}),
+                            "rule.eta_times_lam_max: 2.0 is greater than or equal to the maximum of 2"),
+    "negative step": (_set(M23 + ("rule",), {"name": "gradient_descent", "eta": -1.0,
+                                             "steps": {"min": 1, "max": 10, "num": 5}}),
+                      "rule.eta: -1.0 is less than or equal to the minimum of 0"),
+    "step given twice": (_set(M23 + ("rule",), {"name": "gradient_descent", "eta": 1.0, "eta_times_lam_max": 1.0,
+                                                "steps": {"min": 1, "max": 10, "num": 5}}),
+                         "experiments.tiny_model23.rule: give exactly one of eta, eta_times_lam_max"),
+    "no sample": (_set(M23 + ("samples",), {"n": 0, "seed": 0}),
+                  "experiments.tiny_model23.samples.n: 0 is less than the minimum of 1"),
+    "a sample size of a word": (_set(M23 + ("samples",), {"n": [64, "all"], "seed": 0}),
+                                "samples.n.1: 'all' is none of the allowed forms: an integer from 1 to 1048576; "
+                                "'population'"),
+    "no teacher sample": (_set(M23 + ("teacher_samples",), {"n": 0, "seed": 0}),
+                          "experiments.tiny_model23.teacher_samples.n: 0 is less than the minimum of 1"),
     "m_st rule with two kinds": (_set(M23 + ("m_st",), {"d_factor": 2, "d_power": 1.25}), "m_st"),
     "unknown top-level key": (_set(("colour",), "red"), "colour"),
     "unknown experiment key": (_set(EXP + ("m_ts",), 3), "m_ts"),
@@ -87,7 +116,8 @@ SNAKEFILE_ONLY = ("experiment named like a rule", "missing model plugin file")
 # The cases also fed to the real snakemake: one of each kind of check.
 THROUGH_SNAKEMAKE = SNAKEFILE_ONLY + ("another model's parameter", "time grid with NaN", "replicates beyond the bound",
                                       "teacher not smaller than student", "student beyond LAPACK's eigh",
-                                      "experiment named like a pipeline folder")
+                                      "experiment named like a pipeline folder", "unknown learning rule",
+                                      "no sample")
 
 
 @pytest.mark.parametrize("case", sorted(set(BAD_CONFIGS) - set(SNAKEFILE_ONLY)))
@@ -141,6 +171,15 @@ def test_a_student_too_large_for_memory_is_refused_with_the_size_it_needs():
     with pytest.raises(PlanError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.1 MiB \(eigh\)"):
         Plan(config, memory=1 << 20)
     Plan(config, memory=1 << 34)  # fits: no error
+
+
+def test_a_sample_too_large_for_memory_is_refused_with_the_size_it_needs():
+    config = load_tiny()
+    config["experiments"]["tiny_model23"]["samples"] = {"n": 1 << 20, "seed": 0}
+    with pytest.raises(PlanError, match=r"experiments.tiny_model23.samples.n: student linear_spiked-\S+ trained on "
+                                        r"n = 1048576 inputs needs about [0-9.]+ GiB \(krylov\), more than the "
+                                        r"1.0 GiB of this machine"):
+        Plan(_validated(config), memory=1 << 30)
 
 
 def test_semantic_check_lists_every_problem():

@@ -116,16 +116,86 @@ def _message(error) -> str:
     return error.message
 
 
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:  # only local references: "#/$defs/name"
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _describe(schema: dict, root: dict) -> str:
+    """A short reading of one allowed form, for a value that matches none."""
+    schema = _resolve(schema, root)
+    name = schema.get("properties", {}).get("name", {}).get("const")
+    if name is not None:  # a form told apart by its name: a learning rule
+        others = [k for k in schema.get("required", []) if k != "name"]
+        return "{name: " + name + "".join(f", {k}: ..." for k in others) + "}"
+    if "enum" in schema:
+        return ", ".join(str(v) for v in schema["enum"])
+    if "const" in schema:
+        return repr(schema["const"])
+    if "oneOf" in schema or "anyOf" in schema:
+        return "; ".join(_describe(s, root) for s in schema.get("oneOf", schema.get("anyOf")))
+    if schema.get("type") == "array":
+        return f"a list of ({_describe(schema['items'], root)})" if "items" in schema else "a list"
+    if schema.get("type") == "object":
+        return "{" + " or ".join(f"{k}: ..." for k in schema.get("properties", {})) + "}"
+    if schema.get("type") in ("integer", "number"):
+        low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+        return f"{'an integer' if schema['type'] == 'integer' else 'a number'}" + (
+            f" from {low} to {high}" if low is not None and high is not None else "")
+    return str(schema.get("type", "another form"))
+
+
+def _excluded(errors) -> bool:
+    """Whether a oneOf branch's errors say the value is not of that branch's kind at all (its
+    type, its constant, or its ``name``), rather than a wrong detail of the right kind."""
+    for e in errors:
+        path = list(e.relative_path)
+        if (not path and e.validator in ("type", "enum", "const")) or (path == ["name"] and e.validator == "const"):
+            return True
+        if not path and e.validator in ("oneOf", "anyOf") and e.context and not _kind_branches(e):
+            return True
+    return False
+
+
+def _kind_branches(error) -> list:
+    """The errors of each branch of a failed oneOf/anyOf that the value is of the kind of."""
+    branches: dict = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    return [errors for _, errors in sorted(branches.items()) if not _excluded(errors)]
+
+
+def _explained(error, root: dict) -> list[tuple[str, str]]:
+    """(key, message) for a schema error; a value matching none of a oneOf's forms gets the
+    problem of the form it is of (a ridge rule's negative ``mu``), or the forms allowed."""
+    where = ".".join(str(p) for p in error.absolute_path) or "config"
+    if error.validator in ("oneOf", "anyOf"):
+        options = error.validator_value
+        if all(set(o) == {"required"} and len(o["required"]) == 1 for o in options):
+            keys = [o["required"][0] for o in options]
+            return [(where, f"give exactly one of {', '.join(keys)}")]
+        meant = _kind_branches(error) if error.context else []
+        if len(meant) == 1:
+            return [found for sub in meant[0] for found in _explained(sub, root)]
+        allowed = "; ".join(_describe(o, root) for o in options)
+        return [(where, f"{error.instance!r} is none of the allowed forms: {allowed}")]
+    return [(where, _message(error))]
+
+
 def validate(config: dict, base_schema: dict) -> dict:
     """Check ``config`` against the composed schema, filling in every default, then for what a
     schema cannot express; raise :class:`ConfigError` listing every problem with its key."""
     normalize(config)
     problems = non_finite_numbers(config)
     if not problems:
-        validator = _validator_filling_defaults(compose_schema(base_schema))
+        schema = compose_schema(base_schema)
+        validator = _validator_filling_defaults(schema)
         for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
-            where = ".".join(str(p) for p in error.absolute_path) or "config"
-            problems.append(f"{where}: {_message(error)}")
+            problems += [f"{where}: {message}" for where, message in _explained(error, schema)]
     if not problems:
         problems = semantic_problems(config)
     if problems:

@@ -237,7 +237,9 @@ class Plan:
             return [f"experiments.{exp_name}: student width {student.m_st} exceeds LAPACK's dense eigh limit on the "
                     f"CPU (n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st"]
         if need > self.memory:
-            return [f"experiments.{exp_name}: student {student.name} needs about {format_bytes(need)} ({operator}), "
+            key, trained = (f"experiments.{exp_name}", "") if n is None else (f"experiments.{exp_name}.samples.n",
+                                                                             f" trained on n = {n} inputs")
+            return [f"{key}: student {student.name}{trained} needs about {format_bytes(need)} ({operator}), "
                     f"more than the {format_bytes(self.memory)} of this {where}"]
         return []
 
