@@ -205,3 +205,73 @@ def test_the_filters_limits():
         GradientDescent([1.5], eta=1.0)
     be = as_backend("numpy")
     assert np.array_equal(to_numpy(gd(be.asarray(lam))), gd(lam))
+
+
+def _expm(A):
+    """exp(A) by scaling and squaring a Taylor series: independent of any eigendecomposition."""
+    s = max(0, int(np.ceil(np.log2(max(np.abs(A).sum(axis=1).max(), 1e-300)))) + 1)
+    B = A / 2.0**s
+    E, term = np.eye(len(A)), np.eye(len(A))
+    for k in range(1, 30):
+        term = term @ B / k
+        E = E + term
+    for _ in range(s):
+        E = E @ E
+    return E
+
+
+def _direct_theta(rule, grid, K, b, eta=None):
+    """theta = phi(K) b for each grid value, each filter from its own definition: gradient flow
+    as int_0^t exp(-s K) b ds (the top-right block of exp(t [[-K, b], [0, 0]]), Van Loan), ridge
+    by an explicit solve, gradient descent as the explicit sum of powers of (I - eta K)."""
+    M = len(K)
+    if rule == "gradient_flow":
+        block = np.zeros((M + 1, M + 1))
+        block[:M, :M], block[:M, M] = -K, b
+        return [_expm(t * block)[:M, M] for t in grid]
+    if rule == "ridge":
+        return [np.linalg.solve(K + mu * np.eye(M), b) for mu in grid]
+    step = np.eye(M) - eta * K
+    return [eta * sum(np.linalg.matrix_power(step, j) for j in range(k)) @ b if k else np.zeros(M) for k in grid]
+
+
+@pytest.mark.parametrize("on_samples", [False, True])
+@pytest.mark.parametrize("rule, grid", [("gradient_flow", [0.0, 3.0, 40.0, 500.0]),
+                                        ("gradient_descent", [0, 1, 7, 60]),
+                                        ("ridge", [1e-4, 1e-2, 1.0])])
+def test_each_filter_is_its_direct_evaluation(rule, grid, on_samples):
+    W, U, fit, X = _problem(M=30, n=80)
+    M, n = W.shape[0], X.shape[0]
+    if on_samples:
+        Phi, y = MODEL.features(X, W), MODEL.features(X, U) @ fit.coef
+        K, b = Phi.T @ Phi / (n * M), Phi.T @ y / (n * np.sqrt(M))
+    else:
+        K, b = MODEL.gram(W, W) / M, MODEL.gram(W, U) @ fit.coef / np.sqrt(M)
+    eta = 0.7 / np.linalg.norm(K, 2) if rule == "gradient_descent" else None
+    direct = [_population_loss(theta, W) for theta in _direct_theta(rule, grid, K, b, eta)]
+    exact = student_losses(MODEL, W, U, fit.coef, grid, rule=rule, step=eta, samples=X if on_samples else None)
+    np.testing.assert_allclose(exact, direct, rtol=1e-9, atol=0)
+
+
+def test_gradient_descent_with_a_shrinking_step_approaches_gradient_flow():
+    W, U, fit, _ = _problem()
+    lam_max = np.linalg.eigvalsh(MODEL.gram(W, W) / W.shape[0]).max()
+    times = np.array([10.0, 100.0, 1000.0]) / lam_max
+    flow = student_losses(MODEL, W, U, fit.coef, times, rule="gradient_flow")
+    gaps = []
+    for eta in np.array([0.5, 0.05, 0.005]) / lam_max:
+        steps = np.rint(times / eta).astype(int)
+        descent = student_losses(MODEL, W, U, fit.coef, steps, rule="gradient_descent", step=eta)
+        gaps.append(np.max(np.abs(descent / flow - 1)))
+    # First order in the step: each tenfold smaller step, about a tenth of the gap.
+    assert gaps[0] > 1e-4 and gaps[1] < gaps[0] / 5 and gaps[2] < gaps[1] / 5, gaps
+
+
+def test_sample_draws_depend_on_their_key_not_on_the_order_drawn():
+    forward = [draw_samples(MODEL, 7, n, r) for n, r in [(50, 0), (50, 1), (80, 0)]]
+    backward = [draw_samples(MODEL, 7, n, r) for n, r in [(80, 0), (50, 1), (50, 0)]][::-1]
+    for a, b in zip(forward, backward):
+        assert np.array_equal(a, b)
+    assert not np.allclose(forward[0], forward[1])  # another replicate, other inputs
+    assert not np.allclose(forward[0], forward[2][:50])  # another n, another draw
+    assert not np.allclose(forward[0], draw_samples(MODEL, 8, 50, 0))  # another seed
