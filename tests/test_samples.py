@@ -179,14 +179,22 @@ def test_a_teacher_fitted_on_its_own_inputs_has_its_population_loss():
     assert ridged.loss == pytest.approx(MODEL.target_norm2, rel=1e-4)
 
 
-def test_samples_on_cupy_give_the_numpy_curves(cupy_backend):
+def test_every_rule_on_cupy_gives_the_numpy_curves(cupy_backend):
     W, U, fit, X = _problem()
-    rule = GradientDescent([0, 3, 30, 300], eta_times_lam_max=1.0)
-    for operator in ("svd", "krylov", "krylov-tiled"):
-        ours = sample_curves(MODEL, W, [(U, fit.coef)], rule, X, operator=operator, backend=cupy_backend)
-        theirs = sample_curves(MODEL, W, [(U, fit.coef)], rule, X, operator=operator, backend="numpy")
+    descent = GradientDescent([0, 3, 30, 300], eta_times_lam_max=1.0)
+    rules = RuleSet([GradientFlow(np.geomspace(1, 1e6, 8)), descent, Ridge(np.geomspace(1e-6, 1e-1, 6))])
+    solves = [(operator, lambda be, op=operator: sample_curves(MODEL, W, [(U, fit.coef)], rules, X, operator=op,
+                                                                backend=be))
+              for operator in ("svd", "krylov", "krylov-tiled")]
+    solves += [(operator, lambda be, op=operator: exact_curves(MODEL, W, [(U, fit.coef)], rules, operator=op,
+                                                               backend=be))
+               for operator in ("eigh", "stored", "tiled")]  # the population
+    for operator, solve in solves:
+        ours, theirs = solve(cupy_backend), solve("numpy")
         np.testing.assert_allclose(ours.losses, theirs.losses, rtol=1e-10, err_msg=operator)
-        assert ours.rule.eta == pytest.approx(theirs.rule.eta, rel=1e-12)
+        steps = [r for r in ours.rule.rules if isinstance(r, GradientDescent)], \
+            [r for r in theirs.rule.rules if isinstance(r, GradientDescent)]
+        assert steps[0][0].eta == pytest.approx(steps[1][0].eta, rel=1e-12)
 
 
 def test_the_filters_limits():
