@@ -208,6 +208,29 @@ def test_the_install_built_the_compiled_panel_product():
         assert curves.panel_kernel() is not None
 
 
+def test_the_panel_library_of_another_python_is_used_and_a_foreign_one_skipped(tmp_path, monkeypatch):
+    import ctypes.util
+
+    from rfw2s import curves
+
+    if curves.panel_kernel() is None:
+        pytest.skip("the compiled panel product is not built or not usable here")
+    # Plain C loaded by ctypes: a build for another Python version (a conda environment's) serves.
+    other = tmp_path / "_panel_kernel.cpython-39-x86_64-linux-gnu.so"
+    shutil.copy(curves.panel_libraries()[0], other)
+    assert str(other) in curves.panel_libraries(here=str(tmp_path))
+    # A library without this build's ABI number (here the C library's libm) is passed over.
+    monkeypatch.setattr(curves, "panel_libraries", lambda: [ctypes.util.find_library("m"), str(other)])
+    curves.panel_kernel.cache_clear()
+    try:
+        assert curves.panel_kernel()._name == str(other)
+        monkeypatch.setattr(curves, "panel_libraries", lambda: [ctypes.util.find_library("m")])
+        curves.panel_kernel.cache_clear()
+        assert curves.panel_kernel() is None  # then the product runs on BLAS
+    finally:
+        curves.panel_kernel.cache_clear()
+
+
 @pytest.mark.parametrize("chunk", [64, 192, 256, 1024])  # 192 does not divide a panel's 512 rows
 @pytest.mark.parametrize("cores", [1, 2])
 def test_the_compiled_and_blas_symmetric_products_agree_for_every_block_width(chunk, cores, monkeypatch, rng):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -195,19 +196,36 @@ def _balanced_shares(widths, workers: int) -> list[list[int]]:
 PANEL_ABI = 1  # panel_abi() of the _panel_kernel.c this code calls
 
 
+def panel_libraries(here: str = os.path.dirname(__file__)) -> list[str]:
+    """Where the compiled panel product may be: built beside this source (the editable
+    install) for this interpreter first, then for another Python (it is plain C loaded by
+    ctypes, so a conda environment's other Python version can use it), then in an installed
+    copy of the package (``pip install .`` while the jobs run this source)."""
+    spec = importlib.util.find_spec(f"{__package__}._panel_kernel")
+    found = [spec.origin] if spec is not None and spec.origin else []
+    found += sorted(glob.glob(os.path.join(here, "_panel_kernel*.so")))
+    try:
+        installed = importlib.metadata.distribution(__package__).files or []
+    except importlib.metadata.PackageNotFoundError:
+        installed = []
+    found += sorted(str(f.locate()) for f in installed if f.name.startswith("_panel_kernel") and f.suffix == ".so")
+    return list(dict.fromkeys(os.path.realpath(f) for f in found if os.path.isfile(f)))
+
+
 @functools.cache
 def panel_kernel():
     """The compiled panel product (``_panel_kernel.c``) through ctypes, or ``None`` where the
     install could not compile it (no C compiler) or this CPU has no vector unit it is built
     for (x86-64 with AVX2 and FMA): then the product runs on BLAS."""
-    spec = importlib.util.find_spec(f"{__package__}._panel_kernel")
-    if spec is None or spec.origin is None:
+    library = None
+    for path in panel_libraries():  # the first of this build; an older one is skipped
+        candidate = ctypes.CDLL(path)
+        if hasattr(candidate, "panel_abi") and candidate.panel_abi() == PANEL_ABI:
+            library = candidate
+            break
+        log.warning("rfw2s: %s is from an older build (reinstall: pip install -e .); not used", path)
+    if library is None:
         log.info("rfw2s: the compiled panel product is not built here; the symmetric product runs on BLAS")
-        return None
-    library = ctypes.CDLL(spec.origin)
-    if not hasattr(library, "panel_abi") or library.panel_abi() != PANEL_ABI:
-        log.warning("rfw2s: %s is from an older build (reinstall: pip install -e .); the symmetric product "
-                    "runs on BLAS", spec.origin)
         return None
     if not library.panel_vectorised():
         log.info("rfw2s: no AVX2 and FMA on this CPU; the symmetric product runs on BLAS")
