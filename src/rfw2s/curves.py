@@ -204,10 +204,8 @@ def panel_libraries(here: str = os.path.dirname(__file__)) -> list[str]:
     spec = importlib.util.find_spec(f"{__package__}._panel_kernel")
     found = [spec.origin] if spec is not None and spec.origin else []
     found += sorted(glob.glob(os.path.join(here, "_panel_kernel*.so")))
-    try:
-        installed = importlib.metadata.distribution(__package__).files or []
-    except importlib.metadata.PackageNotFoundError:
-        installed = []
+    # Every copy: the source's own egg-info, on the jobs' path first, lists no built library.
+    installed = [f for dist in importlib.metadata.distributions(name=__package__) for f in dist.files or []]
     found += sorted(str(f.locate()) for f in installed if f.name.startswith("_panel_kernel") and f.suffix == ".so")
     return list(dict.fromkeys(os.path.realpath(f) for f in found if os.path.isfile(f)))
 
