@@ -51,11 +51,16 @@ BAD_CONFIGS = {
     # Learning rules and samples: the key, what is wrong, what is allowed.
     "unknown learning rule": (_set(M23 + ("rule",), "adam"),
                               "experiments.tiny_model23.rule: 'adam' is none of the allowed forms: gradient_flow; "
-                              "{name: gradient_flow}; {name: gradient_descent, steps: ...}; {name: ridge, mu: ...}"),
+                              "{name: gradient_flow}; {name: gradient_descent, steps: ..., eta or eta_times_lam_max: ...}; "
+                              "{name: ridge, mu: ...}"),
     "unknown learning rule in a list": (_set(M23 + ("rule",), ["gradient_flow", {"name": "adam", "mu": {}}]),
                                         "experiments.tiny_model23.rule.1: {'name': 'adam', 'mu': {}} is none of"),
     "negative ridge penalty": (_set(M23 + ("rule",), {"name": "ridge", "mu": {"min": -1.0, "max": 1.0, "num": 5}}),
                                "experiments.tiny_model23.rule.mu.min: -1.0 is less than or equal to the minimum of 0"),
+    "ridge penalties the wrong way round": (_set(M23 + ("rule",), {"name": "ridge", "mu": {"min": 1.0, "max": 0.01,
+                                                                                          "num": 5}}),
+                                            "experiments.tiny_model23.rule.mu: ridge's grid needs min < max; got "
+                                            "min 1, max 0.01"),
     "ridge given step counts": (_set(M23 + ("rule",), {"name": "ridge", "steps": {"min": 1, "max": 9, "num": 5}}),
                                 "experiments.tiny_model23.rule: 'mu' is a required property"),
     "fractional step counts": (_set(M23 + ("rule",), {"name": "gradient_descent", "eta": 1.0,
@@ -77,6 +82,13 @@ BAD_CONFIGS = {
                                 "'population'"),
     "no teacher sample": (_set(M23 + ("teacher_samples",), {"n": 0, "seed": 0}),
                           "experiments.tiny_model23.teacher_samples.n: 0 is less than the minimum of 1"),
+    # A target is told apart by its kind: the problem of that kind, or the kinds, as written.
+    "unknown target kind": (_set(EXP + ("target",), {"kind": "harmonic"}),
+                            "experiments.tiny.target: {'kind': 'harmonic'} is none of the allowed forms: "
+                            "{kind: linear}; {kind: harmonics, coefficients: ...}; {kind: relu_network, width: ..., "
+                            "seed: ...}"),
+    "target without its coefficients": (_set(EXP + ("target",), {"kind": "harmonics"}),
+                                        "experiments.tiny.target: 'coefficients' is a required property"),
     "m_st rule with two kinds": (_set(M23 + ("m_st",), {"d_factor": 2, "d_power": 1.25}), "m_st"),
     "unknown top-level key": (_set(("colour",), "red"), "colour"),
     "unknown experiment key": (_set(EXP + ("m_ts",), 3), "m_ts"),
@@ -179,6 +191,16 @@ def test_a_sample_too_large_for_memory_is_refused_with_the_size_it_needs():
     with pytest.raises(PlanError, match=r"experiments.tiny_model23.samples.n: student linear_spiked-\S+ trained on "
                                         r"n = 1048576 inputs needs about [0-9.]+ GiB \(krylov\), more than the "
                                         r"1.0 GiB of this machine"):
+        Plan(_validated(config), memory=1 << 30)
+
+
+def test_a_student_too_wide_for_memory_on_samples_is_not_blamed_on_the_sample():
+    config = load_tiny()
+    config["experiments"]["tiny"].pop("validation")
+    config["experiments"]["tiny"]["samples"] = {"n": 64, "seed": 0}
+    config["experiments"]["tiny"]["m_st"] = 400_000  # too wide however few inputs
+    with pytest.raises(PlanError, match=r"experiments.tiny: student relu_sphere-d16-m400000-seed0 trained on n = 64 "
+                                        r"inputs needs about"):
         Plan(_validated(config), memory=1 << 30)
 
 

@@ -208,23 +208,64 @@ def test_the_install_built_the_compiled_panel_product():
         assert curves.panel_kernel() is not None
 
 
-def test_the_panel_library_of_another_python_is_used_and_a_foreign_one_skipped(tmp_path, monkeypatch):
-    import ctypes.util
+def test_the_panel_library_is_found_for_another_python_and_in_an_installed_copy(tmp_path, monkeypatch):
+    import importlib.metadata
+    import importlib.machinery
 
     from rfw2s import curves
 
     if curves.panel_kernel() is None:
         pytest.skip("the compiled panel product is not built or not usable here")
-    # Plain C loaded by ctypes: a build for another Python version (a conda environment's) serves.
-    other = tmp_path / "_panel_kernel.cpython-39-x86_64-linux-gnu.so"
-    shutil.copy(curves.panel_libraries()[0], other)
-    assert str(other) in curves.panel_libraries(here=str(tmp_path))
-    # A library without this build's ABI number (here the C library's libm) is passed over.
-    monkeypatch.setattr(curves, "panel_libraries", lambda: [ctypes.util.find_library("m"), str(other)])
+    built = curves.panel_kernel()._name
+    # Plain C loaded by ctypes: a build for another Python version (a conda environment's) serves,
+    # after this interpreter's own.
+    own = tmp_path / ("_panel_kernel" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    other = tmp_path / "_panel_kernel.cpython-310-x86_64-linux-gnu.so"  # sorts before 311
+    for copy in (own, other):
+        shutil.copy(built, copy)
+    found = curves.panel_libraries(here=str(tmp_path))
+    assert found.index(str(own)) < found.index(str(other))
+    # A non-editable install: the jobs run the source, the library is in the installed copy.
+    installed = tmp_path / "site-packages" / "rfw2s"
+    installed.mkdir(parents=True)
+    shutil.copy(built, installed / other.name)
+
+    class Installed:
+        files = [importlib.metadata.PackagePath("rfw2s", other.name)]
+        files[0].locate = lambda: installed / other.name
+
+    class Damaged:
+        @property
+        def files(self):
+            raise FileNotFoundError("RECORD")
+
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda name=None: [Damaged(), Installed()])
+    assert str(installed / other.name) in curves.panel_libraries(here=str(tmp_path / "nothing"))
+
+
+def test_a_panel_library_that_does_not_load_or_has_another_abi_is_passed_over(tmp_path, monkeypatch):
+    import ctypes.util
+    import subprocess
+
+    from rfw2s import curves
+
+    if curves.panel_kernel() is None:
+        pytest.skip("the compiled panel product is not built or not usable here")
+    built = curves.panel_kernel()._name
+    foreign = tmp_path / "_panel_kernel.cpython-311-aarch64-linux-gnu.so"  # another machine's build
+    foreign.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(100))
+    candidates = [str(foreign), ctypes.util.find_library("m")]  # libm: no panel_abi at all
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler:  # an older build: panel_abi() of another number
+        (tmp_path / "old.c").write_text(f"int panel_abi(void) {{ return {curves.PANEL_ABI - 1}; }}\n")
+        subprocess.run([compiler, "-shared", "-fPIC", "-o", str(tmp_path / "old.so"), str(tmp_path / "old.c")],
+                       check=True)
+        candidates.append(str(tmp_path / "old.so"))
+    monkeypatch.setattr(curves, "panel_libraries", lambda: candidates + [built])
     curves.panel_kernel.cache_clear()
     try:
-        assert curves.panel_kernel()._name == str(other)
-        monkeypatch.setattr(curves, "panel_libraries", lambda: [ctypes.util.find_library("m")])
+        assert curves.panel_kernel()._name == built
+        monkeypatch.setattr(curves, "panel_libraries", lambda: candidates)
         curves.panel_kernel.cache_clear()
         assert curves.panel_kernel() is None  # then the product runs on BLAS
     finally:

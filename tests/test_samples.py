@@ -244,7 +244,7 @@ def _direct_theta(rule, grid, K, b, eta=None):
 
 
 @pytest.mark.parametrize("on_samples", [False, True])
-@pytest.mark.parametrize("rule, grid", [("gradient_flow", [0.0, 3.0, 40.0, 500.0]),
+@pytest.mark.parametrize("rule, grid", [("gradient_flow", [0.0, 3.0, 40.0, 500.0, 5e6]),  # t lam_max to 1e5
                                         ("gradient_descent", [0, 1, 7, 60]),
                                         ("ridge", [1e-4, 1e-2, 1.0])])
 def test_each_filter_is_its_direct_evaluation(rule, grid, on_samples):

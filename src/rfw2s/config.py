@@ -116,45 +116,62 @@ def _message(error) -> str:
     return error.message
 
 
-def _resolve(schema: dict, root: dict) -> dict:
-    while "$ref" in schema:  # only local references: "#/$defs/name"
+def _resolve(schema, root: dict):
+    """A local ``$ref`` ("#/$defs/name") followed to its schema; anything else as it is."""
+    for _ in range(16):  # no chain of references is longer; a cycle stops here
+        if not (isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/")):
+            return schema
         node = root
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            node = node[part]
+        for part in schema["$ref"][2:].split("/"):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
         schema = node
     return schema
 
 
-def _describe(schema: dict, root: dict) -> str:
+def _tag(schema: dict):
+    """The property a form is told apart by, and its constant (a rule's name, a target's kind)."""
+    for key, sub in schema.get("properties", {}).items():
+        if isinstance(sub, dict) and "const" in sub:
+            return key, sub["const"]
+    return None
+
+
+def _describe(schema, root: dict, depth: int = 0) -> str:
     """A short reading of one allowed form, for a value that matches none."""
     schema = _resolve(schema, root)
-    name = schema.get("properties", {}).get("name", {}).get("const")
-    if name is not None:  # a form told apart by its name: a learning rule
-        others = [k for k in schema.get("required", []) if k != "name"]
-        return "{name: " + name + "".join(f", {k}: ..." for k in others) + "}"
+    if not isinstance(schema, dict) or depth > 4:
+        return "any value" if schema is True else "another form"
+    tag = _tag(schema)
+    if tag is not None:  # a form told apart by a constant: {name: ridge, mu: ...}
+        others = [k for k in schema.get("required", []) if k != tag[0]]
+        either = [o["required"][0] for o in schema.get("oneOf", []) if isinstance(o, dict) and o.get("required")]
+        return ("{" + f"{tag[0]}: {tag[1]}" + "".join(f", {k}: ..." for k in others)
+                + (f", {' or '.join(either)}: ..." if either else "") + "}")
     if "enum" in schema:
         return ", ".join(str(v) for v in schema["enum"])
     if "const" in schema:
         return repr(schema["const"])
     if "oneOf" in schema or "anyOf" in schema:
-        return "; ".join(_describe(s, root) for s in schema.get("oneOf", schema.get("anyOf")))
+        return "; ".join(_describe(s, root, depth + 1) for s in schema.get("oneOf", schema.get("anyOf")))
     if schema.get("type") == "array":
-        return f"a list of ({_describe(schema['items'], root)})" if "items" in schema else "a list"
+        return f"a list of ({_describe(schema['items'], root, depth + 1)})" if "items" in schema else "a list"
     if schema.get("type") == "object":
-        return "{" + " or ".join(f"{k}: ..." for k in schema.get("properties", {})) + "}"
+        return "{" + ", ".join(f"{k}: ..." for k in schema.get("properties", {})) + "}"
     if schema.get("type") in ("integer", "number"):
-        low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
-        return f"{'an integer' if schema['type'] == 'integer' else 'a number'}" + (
-            f" from {low} to {high}" if low is not None and high is not None else "")
+        bounds = [f"from {schema['minimum']}" if "minimum" in schema else "",
+                  f"above {schema['exclusiveMinimum']}" if "exclusiveMinimum" in schema else "",
+                  f"to {schema['maximum']}" if "maximum" in schema else "",
+                  f"below {schema['exclusiveMaximum']}" if "exclusiveMaximum" in schema else ""]
+        return " ".join(["an integer" if schema["type"] == "integer" else "a number"] + [b for b in bounds if b])
     return str(schema.get("type", "another form"))
 
 
 def _excluded(errors) -> bool:
     """Whether a oneOf branch's errors say the value is not of that branch's kind at all (its
-    type, its constant, or its ``name``), rather than a wrong detail of the right kind."""
+    type, its constant, or the constant it is told apart by), rather than a wrong detail."""
     for e in errors:
         path = list(e.relative_path)
-        if (not path and e.validator in ("type", "enum", "const")) or (path == ["name"] and e.validator == "const"):
+        if (not path and e.validator in ("type", "enum", "const")) or (len(path) == 1 and e.validator == "const"):
             return True
         if not path and e.validator in ("oneOf", "anyOf") and e.context and not _kind_branches(e):
             return True
@@ -169,20 +186,24 @@ def _kind_branches(error) -> list:
     return [errors for _, errors in sorted(branches.items()) if not _excluded(errors)]
 
 
-def _explained(error, root: dict) -> list[tuple[str, str]]:
+def _explained(error, root: dict, as_written) -> list[tuple[str, str]]:
     """(key, message) for a schema error; a value matching none of a oneOf's forms gets the
-    problem of the form it is of (a ridge rule's negative ``mu``), or the forms allowed."""
+    problem of the form it is of (a ridge rule's negative ``mu``), or the forms allowed.
+    ``as_written(path)`` is the value as the config gave it (the validator fills defaults in)."""
     where = ".".join(str(p) for p in error.absolute_path) or "config"
     if error.validator in ("oneOf", "anyOf"):
         options = error.validator_value
-        if all(set(o) == {"required"} and len(o["required"]) == 1 for o in options):
-            keys = [o["required"][0] for o in options]
-            return [(where, f"give exactly one of {', '.join(keys)}")]
-        meant = _kind_branches(error) if error.context else []
+        if all(isinstance(o, dict) and set(o) == {"required"} and len(o["required"]) == 1 for o in options):
+            keys = ", ".join(o["required"][0] for o in options)
+            return [(where, f"give {'exactly' if error.validator == 'oneOf' else 'at least'} one of {keys}")]
+        value = as_written(error.absolute_path)
+        if not error.context:  # valid under several branches of a oneOf
+            return [(where, f"{value!r} matches more than one of the allowed forms, which must be one: "
+                            + "; ".join(_describe(o, root) for o in options))]
+        meant = _kind_branches(error)
         if len(meant) == 1:
-            return [found for sub in meant[0] for found in _explained(sub, root)]
-        allowed = "; ".join(_describe(o, root) for o in options)
-        return [(where, f"{error.instance!r} is none of the allowed forms: {allowed}")]
+            return [found for sub in meant[0] for found in _explained(sub, root, as_written)]
+        return [(where, f"{value!r} is none of the allowed forms: " + "; ".join(_describe(o, root) for o in options))]
     return [(where, _message(error))]
 
 
@@ -194,8 +215,19 @@ def validate(config: dict, base_schema: dict) -> dict:
     if not problems:
         schema = compose_schema(base_schema)
         validator = _validator_filling_defaults(schema)
+        written = copy.deepcopy(config)
+
+        def as_written(path):
+            node = written
+            for part in path:
+                try:
+                    node = node[part]
+                except (KeyError, IndexError, TypeError):
+                    return node
+            return node
+
         for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
-            problems += [f"{where}: {message}" for where, message in _explained(error, schema)]
+            problems += [f"{where}: {message}" for where, message in _explained(error, schema, as_written)]
     if not problems:
         problems = semantic_problems(config)
     if problems:
@@ -306,8 +338,10 @@ def semantic_problems(config: dict) -> list[str]:
         if len(set(names)) != len(names):
             problems.append(f"{key}.rule: each learning rule at most once; got {names}")
         for r in rules:
-            if r["grid"]["min"] >= r["grid"]["max"]:
-                problems.append(f"{key}.rule: {r['name']}'s grid needs 0 < min < max; got {r['grid']}")
+            grid_key = {"gradient_descent": "steps", "ridge": "mu"}.get(r["name"])  # gradient flow's: t, above
+            if grid_key and r["grid"]["min"] >= r["grid"]["max"]:
+                problems.append(f"{key}.rule.{grid_key}: {r['name']}'s grid needs min < max; got min "
+                                f"{r['grid']['min']:g}, max {r['grid']['max']:g}")
         if "degrees" in exp and (exp.get("samples") or any("eta_times_lam_max" in r for r in rules)):
             problems.append(f"{key}.degrees: the breakdown is of the population student (no samples) under a rule "
                             "that needs no training kernel (an absolute gradient-descent step)")

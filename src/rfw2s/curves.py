@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import logging
@@ -205,9 +206,16 @@ def panel_libraries(here: str = os.path.dirname(__file__)) -> list[str]:
     found = [spec.origin] if spec is not None and spec.origin else []
     found += sorted(glob.glob(os.path.join(here, "_panel_kernel*.so")))
     # Every copy: the source's own egg-info, on the jobs' path first, lists no built library.
-    installed = [f for dist in importlib.metadata.distributions(name=__package__) for f in dist.files or []]
+    installed = []
+    for dist in importlib.metadata.distributions(name=__package__):
+        try:
+            installed += dist.files or []
+        except (OSError, ValueError):  # a damaged install record: that copy is not searched
+            continue
     found += sorted(str(f.locate()) for f in installed if f.name.startswith("_panel_kernel") and f.suffix == ".so")
-    return list(dict.fromkeys(os.path.realpath(f) for f in found if os.path.isfile(f)))
+    found = list(dict.fromkeys(os.path.realpath(f) for f in found if os.path.isfile(f)))
+    # This interpreter's builds first, wherever they are (a stable sort keeps the order above).
+    return sorted(found, key=lambda f: not f.endswith(importlib.machinery.EXTENSION_SUFFIXES[0]))
 
 
 @functools.cache
@@ -216,12 +224,18 @@ def panel_kernel():
     install could not compile it (no C compiler) or this CPU has no vector unit it is built
     for (x86-64 with AVX2 and FMA): then the product runs on BLAS."""
     library = None
-    for path in panel_libraries():  # the first of this build; an older one is skipped
-        candidate = ctypes.CDLL(path)
-        if hasattr(candidate, "panel_abi") and candidate.panel_abi() == PANEL_ABI:
+    for path in panel_libraries():  # the first of this build that loads; the others are skipped
+        try:
+            candidate = ctypes.CDLL(path)
+        except OSError as exc:  # another machine's build (a source tree shared across CPUs)
+            log.warning("rfw2s: %s does not load here (%s); not used", path, exc)
+            continue
+        abi = candidate.panel_abi() if hasattr(candidate, "panel_abi") else None
+        if abi == PANEL_ABI:
             library = candidate
             break
-        log.warning("rfw2s: %s is from an older build (reinstall: pip install -e .); not used", path)
+        log.warning("rfw2s: %s has panel ABI %s, this code needs %s (rebuild: pip install -e .); not used",
+                    path, abi, PANEL_ABI)
     if library is None:
         log.info("rfw2s: the compiled panel product is not built here; the symmetric product runs on BLAS")
         return None

@@ -237,8 +237,11 @@ class Plan:
             return [f"experiments.{exp_name}: student width {student.m_st} exceeds LAPACK's dense eigh limit on the "
                     f"CPU (n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st"]
         if need > self.memory:
-            key, trained = (f"experiments.{exp_name}", "") if n is None else (f"experiments.{exp_name}.samples.n",
-                                                                             f" trained on n = {n} inputs")
+            # The sample is to blame where the same student on one input would fit.
+            small = n is not None and memory_needed(student.m_st, student.d, operator, n_teachers,
+                                                     self.settings["lanczos"]["max_steps"], 1) <= self.memory
+            key = f"experiments.{exp_name}" + (".samples.n" if small else "")
+            trained = "" if n is None else f" trained on n = {n} inputs"
             return [f"{key}: student {student.name}{trained} needs about {format_bytes(need)} ({operator}), "
                     f"more than the {format_bytes(self.memory)} of this {where}"]
         return []
