@@ -16,7 +16,6 @@ import functools
 import glob
 import importlib.machinery
 import importlib.metadata
-import importlib.util
 import logging
 import os
 import time
@@ -198,13 +197,11 @@ PANEL_ABI = 1  # panel_abi() of the _panel_kernel.c this code calls
 
 
 def panel_libraries(here: str = os.path.dirname(__file__)) -> list[str]:
-    """Where the compiled panel product may be: built beside this source (the editable
-    install) for this interpreter first, then for another Python (it is plain C loaded by
-    ctypes, so a conda environment's other Python version can use it), then in an installed
+    """Where the compiled panel product may be, this interpreter's builds first: beside this
+    source (the editable install; a build for another Python serves too, being plain C loaded
+    by ctypes, as in a conda environment of another Python version), then in an installed
     copy of the package (``pip install .`` while the jobs run this source)."""
-    spec = importlib.util.find_spec(f"{__package__}._panel_kernel")
-    found = [spec.origin] if spec is not None and spec.origin else []
-    found += sorted(glob.glob(os.path.join(here, "_panel_kernel*.so")))
+    found = sorted(glob.glob(os.path.join(here, "_panel_kernel*.so")))
     # Every copy: the source's own egg-info, on the jobs' path first, lists no built library.
     installed = []
     for dist in importlib.metadata.distributions(name=__package__):
@@ -214,7 +211,7 @@ def panel_libraries(here: str = os.path.dirname(__file__)) -> list[str]:
             continue
     found += sorted(str(f.locate()) for f in installed if f.name.startswith("_panel_kernel") and f.suffix == ".so")
     found = list(dict.fromkeys(os.path.realpath(f) for f in found if os.path.isfile(f)))
-    # This interpreter's builds first, wherever they are (a stable sort keeps the order above).
+    # This interpreter's builds first, wherever they are (the sort is stable).
     return sorted(found, key=lambda f: not f.endswith(importlib.machinery.EXTENSION_SUFFIXES[0]))
 
 

@@ -232,14 +232,17 @@ class Plan:
     def _feasibility(self, exp_name: str, student: Student, operator: str, n_teachers: int,
                      n: int | None = None) -> list[str]:
         where = "GPU" if self.backend == "cupy" else "machine"
-        need = memory_needed(student.m_st, student.d, operator, n_teachers, self.settings["lanczos"]["max_steps"], n)
+        def needed(n_samples):
+            return memory_needed(student.m_st, student.d, operator, n_teachers, self.settings["lanczos"]["max_steps"],
+                                 n_samples)
+
+        need = needed(n)
         if operator == "eigh" and self.backend == "numpy" and student.m_st > NUMPY_EIGH_MAX_N:
             return [f"experiments.{exp_name}: student width {student.m_st} exceeds LAPACK's dense eigh limit on the "
                     f"CPU (n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st"]
         if need > self.memory:
             # The sample is to blame where the same student on one input would fit.
-            small = n is not None and memory_needed(student.m_st, student.d, operator, n_teachers,
-                                                     self.settings["lanczos"]["max_steps"], 1) <= self.memory
+            small = n is not None and needed(1) <= self.memory
             key = f"experiments.{exp_name}" + (".samples.n" if small else "")
             trained = "" if n is None else f" trained on n = {n} inputs"
             return [f"{key}: student {student.name}{trained} needs about {format_bytes(need)} ({operator}), "
