@@ -29,7 +29,7 @@ include: "workflow/rules/validation.smk"
 rule all:
     default_target: True
     input:
-        PLAN.outputs(),
+        rfw2s.paths.outputs(PLAN, REPORTED),
 
 
 # One target per experiment: `snakemake fig2 --cores 1 --resources gpu=1` runs fig2 alone.
@@ -45,7 +45,18 @@ for _name in EXPERIMENTS:
         name:
             _name
         input:
-            PLAN.outputs([_name]),
+            rfw2s.paths.outputs(PLAN, [_name]),
+
+
+onstart:
+    # A cluster run planned for NumPy because the machine that planned it has no GPU: every job,
+    # on GPU nodes too, computes on the CPU. Said once, here, where the executor is known.
+    if config["backend"] == "auto" and TARGET.backend == "numpy" and not workflow.local_exec:
+        logger.warning(
+            "backend: auto resolved to NumPy on this machine, which has no usable GPU: every job computes on "
+            "the CPU, on GPU nodes too. To compute the GPU rules (kernel, eigh, curves, validation) on the "
+            "cluster's GPUs, set backend: cupy and gpu_memory_gb: <GiB of each GPU> (docs/cluster.md)"
+        )
 
 
 onsuccess:

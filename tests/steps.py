@@ -5,19 +5,27 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from rfw2s import cli
+from rfw2s import cli, paths
 from rfw2s.config import validate
 from rfw2s.plan import Plan
+from rfw2s.target import Target
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+def target_of(backend: str = "numpy", memory: int = 1 << 34) -> Target:
+    """A resolved target: solvers on ``backend`` with ``memory`` bytes (the GPU's on cupy)."""
+    if backend == "cupy":
+        return Target("cupy", memory, 1 << 34)
+    return Target("numpy", None, memory)
 
 
 def plan_of(experiments: dict, backend: str = "numpy", memory: int = 1 << 34, **settings) -> Plan:
     """The plan of a config with these experiments and top-level settings (validated, defaults
     filled), for solvers on ``backend`` with ``memory`` bytes."""
     config = validate({"backend": backend, **settings, "experiments": experiments}, SCHEMA)
-    return Plan(config, backend=backend, memory=memory)
+    return Plan(config, target_of(backend, memory))
 
 
 def run_curves(plan: Plan, key: str, workdir: Path) -> pd.DataFrame:
@@ -27,21 +35,22 @@ def run_curves(plan: Plan, key: str, workdir: Path) -> pd.DataFrame:
     def at(path):
         return str(Path(workdir) / path)
 
-    for r in recipe["replicates"]:
-        teachers = at(plan.teacher_file(recipe["teachers"], r))
+    for r in recipe.replicates:
+        teachers = at(paths.teacher_file(recipe.teachers, r))
         if not Path(teachers).exists():
-            cli.main(["teachers", "--recipe", plan.step("teachers", recipe["teachers"]).recipe_json(),
+            cli.main(["teachers", "--recipe", plan.step("teachers", recipe.teachers).recipe.to_json(),
                       "--replicate", str(r), "--out", teachers])
-        if recipe.get("kernel") and not Path(at(plan.kernel_file(recipe["kernel"], r))).exists():
-            cli.main(["kernel", "--recipe", plan.step("kernel", recipe["kernel"]).recipe_json(), "--replicate", str(r),
-                      "--out", at(plan.kernel_file(recipe["kernel"], r))])
-        if recipe.get("eigh"):
-            files = {k: at(v) for k, v in plan.eigh_files(recipe["eigh"], r).items()}
-            cli.main(["eigh", "--recipe", plan.step("eigh", recipe["eigh"]).recipe_json(),
-                      "--gram", at(plan.kernel_file(recipe["kernel"], r)),
+        if recipe.kernel and not Path(at(paths.kernel_file(recipe.kernel, r))).exists():
+            cli.main(["kernel", "--recipe", plan.step("kernel", recipe.kernel).recipe.to_json(), "--replicate", str(r),
+                      "--out", at(paths.kernel_file(recipe.kernel, r))])
+        if recipe.eigh:
+            files = {k: at(v) for k, v in paths.eigh_files(recipe.eigh, r).items()}
+            cli.main(["eigh", "--recipe", plan.step("eigh", recipe.eigh).recipe.to_json(),
+                      "--gram", at(paths.kernel_file(recipe.kernel, r)),
                       "--out-eigvals", files["eigvals"], "--out-eigvecs", files["eigvecs"]])
-    inputs = plan.curve_inputs(key)
-    out = at(plan.curves_file(key))
-    cli.main(["curves", "--recipe", plan.step("curves", key).recipe_json(), "--teachers",
-              *map(at, inputs["teachers"]), "--operator-files", *map(at, inputs["operator"]), "--out", out])
+    inputs = paths.curve_inputs(plan, key)
+    named = [f"{name}={at(path)}" for name, path in paths.operator_files(recipe, recipe.replicates).items()]
+    out = at(paths.curves_file(key))
+    cli.main(["curves", "--recipe", recipe.to_json(), "--teachers", *map(at, inputs["teachers"]),
+              "--operator-files", *named, "--out", out])
     return pd.read_parquet(out)

@@ -7,7 +7,7 @@ import pytest
 from conftest import GPU_MISSING
 from rfw2s.config import ConfigError, normalize, validate
 from rfw2s.plan import Plan, PlanError
-from steps import SCHEMA
+from steps import SCHEMA, target_of
 from workflow_helpers import load_tiny, snakemake, write_config
 
 
@@ -138,7 +138,7 @@ def test_bad_config_is_refused_naming_the_key(case):
     config = copy.deepcopy(load_tiny())
     edit(config)
     with pytest.raises(ConfigError) as err:
-        Plan(validate(config, SCHEMA), memory=24 << 30)
+        Plan(validate(config, SCHEMA), target_of(memory=24 << 30))
     assert key in str(err.value)
 
 
@@ -159,13 +159,25 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, case):
 
 @pytest.mark.workflow
 @pytest.mark.skipif(GPU_MISSING is None, reason="a GPU is usable here")
-def test_cupy_backend_without_gpu_stops_with_a_clear_message(tmp_path):
+def test_cupy_without_a_gpu_stops_before_any_job_unless_its_memory_is_declared_and_then_its_jobs_stop(tmp_path):
     config = load_tiny()
     config["backend"] = "cupy"
+    config["experiments"] = {"tiny_model23": config["experiments"]["tiny_model23"]}
     proc = snakemake(tmp_path, write_config(tmp_path, config), check=False)
-    assert proc.returncode != 0
-    assert "backend: cupy was requested but" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    assert "'backend': cupy, but CuPy is not importable" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+    # Declared, the plan is made here; the GPU jobs stop with where they ran, and write nothing.
+    config["gpu_memory_gb"] = 16
+    proc = snakemake(tmp_path, write_config(tmp_path, config), "--keep-going", check=False)
+    assert proc.returncode != 0
+    logs = sorted((tmp_path / "results" / "cache" / "curves").glob("*/curves.log"))
+    assert logs and not list((tmp_path / "results" / "cache" / "curves").glob("*/curves.parquet"))
+    for log in logs:
+        text = log.read_text()
+        assert "curves job stopped before writing anything" in text and "the resource gpu=1" in text, text
+        assert "Traceback" not in text
+    assert list((tmp_path / "results" / "cache" / "teachers").glob("*/r0.npz"))  # NumPy steps ran
 
 
 def _validated(config):
@@ -178,11 +190,11 @@ def test_a_student_too_large_for_memory_is_refused_with_the_size_it_needs():
     # (a 1024-row tile and its temporaries, 400 steps of a Lanczos block of 3 + 1 vectors, features).
     with pytest.raises(PlanError, match=r"relu_sphere-d16-m1024-seed0 needs about 44.6 MiB \(tiled\), "
                                         r"more than the 1.0 MiB of this machine"):
-        Plan(config, memory=1 << 20)
-    config["solver"] = "eigh"  # dense eigh: 5 matrices of 1024^2 doubles, plus the features
-    with pytest.raises(PlanError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.1 MiB \(eigh\)"):
-        Plan(config, memory=1 << 20)
-    Plan(config, memory=1 << 34)  # fits: no error
+        Plan(config, target_of(memory=1 << 20))
+    config["solver"] = "eigh"  # dense eigh: 5 matrices of 1024^2 doubles
+    with pytest.raises(PlanError, match=r"relu_sphere-d16-m1024-seed0 needs about 40.0 MiB \(eigh\)"):
+        Plan(config, target_of(memory=1 << 20))
+    Plan(config, target_of(memory=1 << 34))  # fits: no error
 
 
 def test_a_sample_too_large_for_memory_is_refused_with_the_size_it_needs():
@@ -191,7 +203,7 @@ def test_a_sample_too_large_for_memory_is_refused_with_the_size_it_needs():
     with pytest.raises(PlanError, match=r"experiments.tiny_model23.samples.n: student linear_spiked-\S+ trained on "
                                         r"n = 1048576 inputs needs about [0-9.]+ GiB \(krylov\), more than the "
                                         r"1.0 GiB of this machine"):
-        Plan(_validated(config), memory=1 << 30)
+        Plan(_validated(config), target_of(memory=1 << 30))
 
 
 def test_a_student_too_wide_for_memory_on_samples_is_not_blamed_on_the_sample():
@@ -201,7 +213,7 @@ def test_a_student_too_wide_for_memory_on_samples_is_not_blamed_on_the_sample():
     config["experiments"]["tiny"]["m_st"] = 400_000  # too wide however few inputs
     with pytest.raises(PlanError, match=r"experiments.tiny: student relu_sphere-d16-m400000-seed0 trained on n = 64 "
                                         r"inputs needs about"):
-        Plan(_validated(config), memory=1 << 30)
+        Plan(_validated(config), target_of(memory=1 << 30))
 
 
 def test_semantic_check_lists_every_problem():
@@ -250,7 +262,7 @@ def test_a_student_width_listed_twice_trains_each_teacher_once():
     exp = load_tiny()["experiments"]["tiny"]
     plan = _plan({"tiny": exp})
     for key in plan.experiments["tiny"].convergence:
-        assert sorted(plan.step("curves", key).recipe["m_te"]) == sorted(exp["m_te"])
+        assert sorted(plan.step("curves", key).recipe.m_te) == sorted(exp["m_te"])
     assert len(plan.experiments["tiny"].convergence) == 2  # 256 (twice in the validation) and 1024
 
 
@@ -279,15 +291,15 @@ def test_how_the_curve_job_reaches_the_kernel(settings, backend, memory, operato
 ])
 def test_the_cpu_caches_a_kernel_where_its_product_dominates(m_te, backend, operator, kernel_job):
     from rfw2s.curves import PRODUCT_BOUND_DIM
-    from rfw2s.plan import kernel_job_layout
 
     exp = dict(load_tiny()["experiments"]["tiny_model23"], m_te=[m_te])
     plan = _plan({"x": exp}, backend=backend)
     (key,) = plan.experiments["x"].curves
     recipe = plan.step("curves", key).recipe
-    assert (recipe["model"]["d"] >= PRODUCT_BOUND_DIM) == (kernel_job == "whole")
-    assert recipe["operator"] == operator and kernel_job_layout(recipe["model"]["d"]) == kernel_job
-    assert ("kernel" in recipe) == (operator == "cached")
+    assert (recipe.d >= PRODUCT_BOUND_DIM) == (kernel_job == "whole")
+    assert recipe.operator == operator and (recipe.kernel is not None) == (operator == "cached")
+    if operator == "cached":
+        assert plan.step("kernel", recipe.kernel).recipe.layout == kernel_job
 
 
 def test_shared_steps_are_named_by_what_determines_them_whatever_the_order():
@@ -334,5 +346,5 @@ def test_the_shipped_configs_are_valid_and_fit_this_machine(path):
     from workflow_helpers import REPO
 
     config = validate(yaml.safe_load((REPO / path).read_text()), SCHEMA)
-    plan = Plan(config, memory=24 << 30)  # the CI machine's memory
+    plan = Plan(config, target_of(memory=24 << 30))  # the CI machine's memory
     assert plan.experiments and all(e.curves for e in plan.experiments.values())

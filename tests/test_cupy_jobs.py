@@ -15,6 +15,7 @@ from rfw2s.models import relu_sphere
 from rfw2s.sample import train_students
 from rfw2s.seeding import seed_sequence
 from rfw2s.solve import fit_teacher
+from rfw2s import paths
 from steps import plan_of, run_curves
 
 EXPERIMENT = {"model": "relu_sphere", "d": 8, "m_st": 300, "m_te": [4, 16], "replicates": 1, "seed": 3,
@@ -39,12 +40,12 @@ def test_every_curve_job_operator_on_cupy_gives_the_numpy_tables(cupy_backend, t
     reference, _, _ = _curves(tmp_path / "numpy", "numpy")
     for operator, settings in OPERATORS.items():
         table, plan, key = _curves(tmp_path / operator, cupy_backend, **settings)
-        assert plan.step("curves", key).recipe["operator"] == operator
+        assert plan.step("curves", key).recipe.operator == operator
         assert table[["m_te", "t"]].equals(reference[["m_te", "t"]])
         # Lanczos operators agree to its tolerance (1e-10), eigh within it of Lanczos.
         np.testing.assert_allclose(table["L_ST"], reference["L_ST"], rtol=1e-9, atol=0, err_msg=operator)
-        meta = read_metadata(tmp_path / operator / plan.curves_file(key))
-        assert meta["backend"] == "cupy" and meta["recipe"] == plan.step("curves", key).recipe
+        meta = read_metadata(tmp_path / operator / paths.curves_file(key))
+        assert meta["backend"] == "cupy" and meta["recipe"] == plan.step("curves", key).recipe.as_dict()
 
 
 def test_a_tolerance_the_step_budget_cannot_reach_is_in_the_table_and_the_log(backend, tmp_path, caplog):
@@ -82,8 +83,8 @@ def test_a_curve_job_too_big_for_the_gpu_is_refused_before_it_allocates(monkeypa
     with pytest.raises(resources.InsufficientResources, match=r"stored curves at M_ST = 300 needs about .* of "
                                                               r"GPU memory; only 1.0 MiB is free"):
         run_curves(plan, key, tmp_path)
-    assert not (tmp_path / plan.curves_file(key)).exists()
-    assert (tmp_path / plan.teacher_file(plan.experiments["x"].teachers, 0)).exists()  # what ran before stays
+    assert not (tmp_path / paths.curves_file(key)).exists()
+    assert (tmp_path / paths.teacher_file(plan.experiments["x"].teachers, 0)).exists()  # what ran before stays
 
 
 def test_one_job_for_every_replicate_gives_each_draw_its_own_curves(backend, tmp_path):
@@ -98,28 +99,33 @@ def test_one_job_for_every_replicate_gives_each_draw_its_own_curves(backend, tmp
 
 
 def test_a_curve_job_refuses_missing_teachers_and_unmatched_operator_files(tmp_path):
+    import dataclasses
+
     from rfw2s import cli
 
     plan = plan_of({"x": EXPERIMENT}, kernel_cache="always")
     key = _only_curve_key(plan)
     run_curves(plan, key, tmp_path)
     recipe = plan.step("curves", key).recipe
-    teachers = str(tmp_path / plan.teacher_file(recipe["teachers"], 0))
-    gram = str(tmp_path / plan.kernel_file(recipe["kernel"], 0))
+    teachers = str(tmp_path / paths.teacher_file(recipe.teachers, 0))
+    gram = f"gram_r0={tmp_path / paths.kernel_file(recipe.kernel, 0)}"
     out = tmp_path / "c.parquet"
 
-    def curves(recipe, *args):
-        import json
-
-        cli.main(["curves", "--recipe", json.dumps(recipe), "--out", str(out), *args])
+    def curves(changed, *args):
+        cli.main(["curves", "--recipe", dataclasses.replace(recipe, **changed).to_json(), "--out", str(out), *args])
 
     with pytest.raises(SystemExit, match=r"teacher sizes \{0: \[32\]\} \(replicate: sizes\) are in none"):
-        curves({**recipe, "m_te": [4, 32]}, "--teachers", teachers, "--operator-files", gram)
-    with pytest.raises(SystemExit, match=r"operator 'cached' reads 1 cached file\(s\) per replicate \(gram\) for 2 "
-                                         r"replicate\(s\); got 1"):
-        curves({**recipe, "replicates": [0, 1]}, "--teachers", teachers, "--operator-files", gram)
+        curves({"m_te": [4, 32]}, "--teachers", teachers, "--operator-files", gram)
+    with pytest.raises(SystemExit, match=r"operator 'cached' reads gram for each of the replicates \[0, 1\]: files "
+                                         r"named \['gram_r0', 'gram_r1'\]; got \['gram_r0'\]"):
+        curves({"replicates": [0, 1]}, "--teachers", teachers, "--operator-files", gram)
+    with pytest.raises(SystemExit, match=r"NAME=PATH"):
+        curves({}, "--teachers", teachers, "--operator-files", gram.split("=")[1])
     with pytest.raises(SystemExit, match=r"replicates \[1\] have no teacher file"):
-        curves({**recipe, "replicates": [1], "operator": "stored"}, "--teachers", teachers)
+        curves({"replicates": [1], "operator": "stored", "kernel": None}, "--teachers", teachers)
+    with pytest.raises(SystemExit, match=r"a recipe for a curves step is needed; got one for 'kernel'"):
+        cli.main(["curves", "--recipe", plan.step("kernel", recipe.kernel).recipe.to_json(), "--out", str(out),
+                  "--teachers", teachers])
     assert not out.exists()
 
 
@@ -132,8 +138,8 @@ def test_a_curve_job_imports_neither_pandas_nor_matplotlib(tmp_path):
     plan = plan_of({"x": EXPERIMENT})
     key = _only_curve_key(plan)
     run_curves(plan, key, tmp_path)  # its teachers, in this process
-    inputs = plan.curve_inputs(key)
-    argv = ["curves", "--recipe", plan.step("curves", key).recipe_json(), "--teachers",
+    inputs = paths.curve_inputs(plan, key)
+    argv = ["curves", "--recipe", plan.step("curves", key).recipe.to_json(), "--teachers",
             *[str(tmp_path / p) for p in inputs["teachers"]], "--out", str(tmp_path / "again.parquet")]
     code = ("import sys, rfw2s.cli as cli; cli.main(sys.argv[1:]); "
             "print(json.dumps(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules)))")
@@ -142,4 +148,4 @@ def test_a_curve_job_imports_neither_pandas_nor_matplotlib(tmp_path):
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
     assert "start-up (interpreter and imports)" not in proc.stderr  # only `python -m rfw2s` knows its start
     assert np.array_equal(pd.read_parquet(tmp_path / "again.parquet")["L_ST"],
-                          pd.read_parquet(tmp_path / plan.curves_file(key))["L_ST"])
+                          pd.read_parquet(tmp_path / paths.curves_file(key))["L_ST"])

@@ -188,6 +188,11 @@ def test_conda_environments_pin_the_versions_the_tests_run_with():
             assert pins[package] == lower[package], (name, package, "differs from pyproject.toml")
     gpu = dict(dep.split("=", 1) for dep in yaml.safe_load(_text(REPO / "envs" / "rfw2s-gpu.yaml"))["dependencies"])
     assert "cupy" in gpu and gpu["cuda-version"] == "12"
-    # Every rule runs in the environment chosen in common.smk.
+    # Every rule names an environment of common.smk: the GPU rules the one of the plan's target
+    # (GPU_ENV: the CuPy environment on a CuPy target), every other rule the CPU one.
+    from rfw2s.plan import GPU_STEPS
+
     rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
-    assert rules.count("conda:\n        CONDA_ENV") == len(re.findall(r"^rule \w+:", rules, re.M))
+    blocks = re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", rules, re.M | re.S)
+    envs = {name: re.search(r"conda:\n\s+(\w+)", body).group(1) for name, body in blocks}
+    assert envs == {name: "GPU_ENV" if name in GPU_STEPS else "CPU_ENV" for name, _ in blocks}

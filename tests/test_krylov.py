@@ -426,7 +426,7 @@ def test_the_upper_panels_hold_the_kernel_and_give_the_same_product(M, rng, prod
     from rfw2s.curves import SYMMETRIC_BLOCK, UpperPanels, dense_matvec, gram_matrix, stored_kernel
 
     W = MODEL.sample_features(seed_sequence(1, "student", M, 0), M)
-    G = gram_matrix(MODEL, W)
+    G = gram_matrix(MODEL, W, "tiles")
     panels = stored_kernel(MODEL, W)
     assert isinstance(panels, UpperPanels) and len(panels.panels) == -(-M // SYMMETRIC_BLOCK)
     assert sum(p.size for p in panels.panels) < 0.5 * M * M + SYMMETRIC_BLOCK * M  # half the matrix

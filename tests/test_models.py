@@ -69,12 +69,10 @@ def test_kappa_on_several_threads_is_kappa_on_one(monkeypatch, rng):
 
 @pytest.mark.parametrize("name, spec", [("relu_sphere", {"d": 6}),
                                         ("linear_spiked", {"d": 9, "k": 2, "eps": 0.1, "target": "first"})])
-@pytest.mark.parametrize("product_bound_dim", [1, 1024])  # the whole kernel: one product, or row tiles
-def test_kernel_tiles_and_the_whole_kernel_reproduce_the_gram_matrix(name, spec, backend, product_bound_dim,
-                                                                     monkeypatch):
+@pytest.mark.parametrize("layout", ["whole", "tiles"])  # the whole kernel: one product, or row tiles
+def test_kernel_tiles_and_the_whole_kernel_reproduce_the_gram_matrix(name, spec, backend, layout):
     # Both fill their tiles in place (gram_into; relu_sphere with one fused kernel on CuPy);
     # the whole kernel of linear_spiked is a symmetric product of its own.
-    monkeypatch.setattr(curves, "PRODUCT_BOUND_DIM", product_bound_dim)
     be = as_backend(backend)
     model = make_model(name, **spec)
     W = model.sample_features(seed_sequence(0, "student", 37, 0), 37)
@@ -83,11 +81,11 @@ def test_kernel_tiles_and_the_whole_kernel_reproduce_the_gram_matrix(name, spec,
     tiles = {start: np.array(to_numpy(tile)) for start, tile in gram_tiles(model, be.asarray(W), tile_rows=8)}
     assert sorted(tiles) == [0, 8, 16, 24, 32] and tiles[32].shape == (5, 37)
     assert np.allclose(np.concatenate([tiles[s] for s in sorted(tiles)]), reference, rtol=1e-14, atol=0)
-    whole = to_numpy(gram_matrix(model, be.asarray(W)))
+    whole = to_numpy(gram_matrix(model, be.asarray(W), layout))
     # Another rounding (S S^T): to round-off of the kernel's scale; exactly symmetric where
     # the whole product is syrk (NumPy; cuBLAS's gemm promises no order of summation).
     assert np.allclose(whole, reference, rtol=0, atol=1e-14 * np.abs(reference).max())
-    assert np.array_equal(whole, whole.T) or backend == "cupy" or product_bound_dim > spec["d"]
+    assert np.array_equal(whole, whole.T) or backend == "cupy" or layout == "tiles"
 
 
 def test_gram_is_symmetric_positive_semidefinite_with_exact_diagonal():

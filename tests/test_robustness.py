@@ -129,5 +129,5 @@ def test_kernel_job_refuses_when_the_disk_cannot_hold_the_matrix(tmp_path, monke
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(resources.shutil, "disk_usage", lambda p: usage._replace(free=100))
     with pytest.raises(resources.InsufficientResources, match=r"kernel matrix needs 256.0 B of disk .* 100.0 B"):
-        cli.main(["kernel", "--recipe", kernel.recipe_json(), "--replicate", "0", "--out", str(tmp_path / "gram.npy")])
+        cli.main(["kernel", "--recipe", kernel.recipe.to_json(), "--replicate", "0", "--out", str(tmp_path / "gram.npy")])
     assert not (tmp_path / "gram.npy").exists()

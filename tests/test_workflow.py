@@ -74,7 +74,7 @@ def test_every_artifact_is_written_with_documented_columns(tiny_run):
     assert meta["backend"] == "numpy" and "numpy" in meta["versions"]
     recipe = meta["recipe"]
     assert recipe["step"] == "curves" and recipe["m_st"] == exp["m_st"] and recipe["m_te"] == exp["m_te"]
-    assert recipe["operator"] == "stored" and recipe["rules"] == [{"name": "gradient_flow", "grid": exp["t"]}]
+    assert recipe["operator"] == "stored" and recipe["learning_rules"] == [{"name": "gradient_flow", "grid": exp["t"]}]
     # The Funk-Hecke degree and its error bound of every infinite-width curve are recorded.
     truncation = meta["infinite_width_truncation"]
     assert len(truncation) == reps * len(sizes)
@@ -205,6 +205,27 @@ def test_a_cached_kernel_or_tiles_give_the_built_kernels_curves(tiny_run, tmp_pa
         assert (kernels[0] / f"r{r}.log").read_text().count("backend: numpy") == 1
 
 
+def _dry_run_outputs(workdir, configfile, env=None) -> list[str]:
+    """Every file a dry run would make, sorted (the job list, with each key)."""
+    proc = snakemake(workdir, configfile, "--dry-run", env=env)
+    return sorted(re.findall(r"^\s+output: (.+)$", proc.stdout + proc.stderr, re.M))
+
+
+@pytest.mark.skipif(GPU_MISSING is None, reason="needs a machine without a GPU")
+def test_a_declared_gpu_target_plans_the_same_jobs_whether_the_planning_machine_has_a_gpu(tmp_path):
+    # backend: cupy with gpu_memory_gb: the plan needs no GPU and does not look for one; with the
+    # emulated CuPy importable (a GPU found) the jobs and their keys are the same.
+    config = dict(load_tiny(), backend="cupy", gpu_memory_gb=16)
+    configfile = write_config(tmp_path, config)
+    without = _dry_run_outputs(tmp_path, configfile)
+    with_gpu = _dry_run_outputs(tmp_path, configfile, env=emulated_cupy.subprocess_environment(tmp_path / "emu"))
+    assert without and without == with_gpu
+    # auto on this machine plans the jobs of numpy.
+    auto = _dry_run_outputs(tmp_path, write_config(tmp_path, dict(load_tiny(), backend="auto"), "auto.yaml"))
+    numpy_jobs = _dry_run_outputs(tmp_path, write_config(tmp_path, dict(load_tiny(), backend="numpy"), "np.yaml"))
+    assert auto == numpy_jobs and auto != without
+
+
 @pytest.mark.skipif(GPU_MISSING is not None and emulated_cupy.COMPILER is None, reason="no GPU, and no g++ to emulate one")
 def test_the_dag_on_cupy_gives_the_numpy_tables(tiny_run, tmp_path):
     # The GPU's defaults: each curve job builds its kernel on the device; the validation's
@@ -226,7 +247,7 @@ def test_the_dag_on_cupy_gives_the_numpy_tables(tiny_run, tmp_path):
     cache = tmp_path / "results" / "cache" / "curves"
     logs = sorted(cache.glob("*/curves.log"))
     assert len(logs) == len(list(cache.glob("*/curves.parquet"))) > 0
-    assert all("backend: cupy (requested cupy)" in log.read_text() for log in logs)
+    assert all("backend: cupy (planned cupy)" in log.read_text() for log in logs)
 
 
 def test_model23_curves_and_near_quadratic_improvement(tiny_run):
@@ -322,11 +343,23 @@ def test_a_partial_run_names_its_report_command_and_that_command_works(tmp_path)
     proc = snakemake(tmp_path, config, "tiny_model23")
     command = "snakemake tiny_model23 --report results/report.html"
     assert f"HTML report of what this run made: {command}" in proc.stdout + proc.stderr
-    # The whole config's report needs every experiment; the one named works now.
-    assert snakemake(tmp_path, config, "--report", "results/report.html", check=False).returncode != 0
     snakemake(tmp_path, config, *command.split()[1:])
     html = (tmp_path / "results" / "report.html").read_text(errors="replace")
     assert "results/tiny_model23/figures/fig2a.png" in html and "results/tiny/" not in html
+    # The whole config's report holds what finished, and names what did not with its command.
+    (tmp_path / "results" / "report.html").unlink()
+    proc = snakemake(tmp_path, config, "--report", "results/report.html")
+    for name in ("tiny", "tiny_ablation"):
+        assert (f"report: experiment {name} has not finished and is left out; run it with snakemake {name} --cores 1 "
+                "--resources gpu=1") in proc.stdout + proc.stderr
+    html = (tmp_path / "results" / "report.html").read_text(errors="replace")
+    assert "results/tiny_model23/figures/fig2a.png" in html and "results/tiny/" not in html
+    # Nothing finished: one line that says how to run it.
+    empty = tmp_path / "empty"
+    proc = snakemake(empty, write_config(empty.mkdir() or empty, load_tiny()), "--report", "results/report.html",
+                     check=False)
+    assert proc.returncode != 0 and "no experiment of this config has finished" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_a_harmonic_target_is_broken_into_its_degrees_with_the_invisible_one_a_floor(extensions_run):

@@ -54,6 +54,46 @@ def curve_columns(replicate: int, W, teachers, rule, result, infinite, floor: fl
     return {name: np.concatenate(parts) for name, parts in columns.items()}
 
 
+def best_points(columns: dict[str, np.ndarray]) -> list[tuple]:
+    """``(replicate, m_te, rule, best ratio, grid value there)`` of each curve in a curve job's
+    columns (:func:`curve_columns`), in the order they appear."""
+    found = []
+    keys = list(zip(columns["replicate"].tolist(), columns["m_te"].tolist(), columns["rule"].tolist()))
+    for key in dict.fromkeys(keys):
+        rows = np.flatnonzero([k == key for k in keys])
+        best = rows[np.argmin(columns["L_ST"][rows])]
+        found.append((*key, float(columns["ratio"][best]), float(columns["grid"][best])))
+    return found
+
+
+def overview(summary: pd.DataFrame, fit: pd.DataFrame) -> str:
+    """An experiment's numbers as text (``python -m rfw2s summary``): the means over replicates
+    of each curve's best point, and the pooled fitted exponents."""
+    import pandas as pd
+
+    table = summary.groupby(["rule", "n", "m_st", "m_te"]).agg(
+        L_TE=("L_TE", "mean"), L_ST_min=("L_ST_min", "mean"), ratio_best=("ratio_best", "mean"),
+        ratio_spread=("ratio_best", lambda r: r.max() - r.min()), grid_best=("grid_best", "median"),
+        ratio_inf_best=("ratio_inf_best", "mean"))
+    lines = [f"{summary['replicate'].nunique()} replicates (means over replicates)"]
+    with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
+        lines.append(table.to_string())
+    for _, row in fit[fit["scope"] == "all"].iterrows():
+        if np.isfinite(row["exponent"]):
+            where = " (M_ST varies with M_TE)" if pd.isna(row["m_st"]) else f" at M_ST = {row['m_st']}"
+            where += "" if row["n"] == np.inf else f", n = {row['n']:g}"
+            lines.append(f"fitted exponent, {row['rule']}, {row['width']} width{where} (log min L_ST vs log L_TE): "
+                         f"{row['exponent']:.3f} ± {row['exponent_se']:.3f} (standard error over replicates)")
+    return "\n".join(lines)
+
+
+def tables(curves: pd.DataFrame, fit_by) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """An experiment's ``(losses, summary, fit)`` from its curve tables, concatenated."""
+    losses = sort_losses(curves)
+    summary = summarize(losses)
+    return losses, summary, fit_exponents(summary, by=fit_by)
+
+
 def sort_losses(losses: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in LOSS_COLUMNS if c not in losses.columns]
     if missing:

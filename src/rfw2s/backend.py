@@ -6,6 +6,7 @@ of their inputs (array type in = array type out), so one code path serves both.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from dataclasses import dataclass
 from types import ModuleType
@@ -56,6 +57,59 @@ def _cupy_or_reason():
     return cupy, None
 
 
+def probe_gpu() -> tuple[int | None, str | None]:
+    """``(total bytes, None)`` of the GPU CuPy would use here, or ``(None, why not)``: a real
+    launch, so a broken driver counts as no GPU. Only the process that plans a run calls this
+    (rfw2s.target), and only where the configuration leaves the GPU to be found."""
+    cupy, reason = _cupy_or_reason()
+    if cupy is None:
+        return None, reason
+    return int(cupy.cuda.Device().mem_info[1]), None
+
+
+class JobError(RuntimeError):
+    """A job cannot compute where its recipe says: it stops before writing anything."""
+
+
+def _where() -> str:
+    """This host, and what a scheduler told the job about its GPUs, for messages."""
+    parts = [f"host {platform.node() or '?'}"]
+    for name in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES"):
+        if name in os.environ:
+            parts.append(f"{name}={os.environ[name]!r}")
+    return ", ".join(parts)
+
+
+def for_job(name: str, gpus=None, declared_gpu_memory: int | None = None) -> Backend:
+    """The backend a job's recipe names (``numpy`` or ``cupy``, never ``auto``), strictly: a
+    CuPy recipe on a machine without a usable GPU, or with less GPU memory than the plan was
+    made for (``declared_gpu_memory``, bytes), raises :class:`JobError` naming where the job
+    ran and what it was given (``gpus``: the rule's ``gpu`` resource). It never falls back."""
+    if name == "numpy":
+        return _numpy_backend()
+    if name != "cupy":
+        raise JobError(f"a job's recipe names backend numpy or cupy, resolved when the run was planned; got {name!r}")
+    given = "" if gpus is None else f"; the rule was given the resource gpu={gpus}"
+    cupy, reason = _cupy_or_reason()
+    if cupy is None:
+        raise JobError(f"this job's recipe computes on CuPy (planned with backend: cupy), but {reason} ({_where()}"
+                       f"{given}). It stops rather than compute on the CPU: run it where a GPU is usable (on Slurm, "
+                       "give its rule a GPU: resources gpu=1 and a GPU partition), or plan with backend: numpy")
+    if declared_gpu_memory is not None:
+        total = int(cupy.cuda.Device().mem_info[1])
+        if declared_gpu_memory > total:
+            raise JobError(f"the plan was made for GPUs of gpu_memory_gb = {declared_gpu_memory / 2**30:g} GiB, but "
+                           f"this job's GPU has {total / 2**30:.2f} GiB ({_where()}); declare at most that, or run "
+                           "the GPU rules on larger GPUs")
+    return _cuda_backend(cupy)
+
+
+def _cuda_backend(cupy) -> Backend:
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return Backend("cupy", cupy, f"GPU {gpu}")
+
+
 def _numpy_backend() -> Backend:
     return Backend("numpy", np, f"CPU ({platform.processor() or platform.machine()})")
 
@@ -79,9 +133,7 @@ def resolve(name: str = "auto") -> Backend:
                 "or numpy."
             )
         return _numpy_backend()
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    return Backend("cupy", cupy, f"GPU {gpu}")
+    return _cuda_backend(cupy)
 
 
 def as_backend(backend) -> Backend:

@@ -26,16 +26,13 @@ import numpy as np
 
 from .backend import array_namespace, as_backend, one_blas_thread, to_numpy
 from .krylov import LANCZOS_DEFAULTS, lanczos_curves
+from .machine import usable_cores
 from .resources import TILE_ROWS
 from .solve import losses_from_spectrum, student_spectrum
 
 log = logging.getLogger("rfw2s")
 
 OPERATORS = ("eigh", "cached", "stored", "tiled")
-# The cached files a solve through each operator reads, per student draw (the operators of a
-# student trained on samples, rfw2s.finite_sample.SAMPLE_OPERATORS, read none).
-OPERATOR_FILES = {"eigh": ("eigvals", "eigvecs"), "cached": ("gram",), "stored": (), "tiled": (), "svd": (),
-                  "krylov": (), "krylov-tiled": ()}
 # The solver behind each operator, as the tables' `solver` column names it.
 SOLVER_OF = {"eigh": "eigh", "cached": "lanczos", "stored": "lanczos", "tiled": "lanczos-matrix-free"}
 # Bump when a change alters the numbers of a kernel (gram_matrix, gram_tiles, a model's
@@ -50,6 +47,13 @@ CURVES_VERSION = "5"
 # costs more than writing it and reading it back (8192 wide at d = 4096: 2.8 s to build,
 # about 2 s to write and read; 16384 wide at d = 32: 1 s to build, 7-8 s to write and read).
 PRODUCT_BOUND_DIM = 1024
+LAYOUTS = ("whole", "tiles")
+
+
+def kernel_layout(d: int) -> str:
+    """How a whole kernel of features in dimension ``d`` is built: ``whole`` (one symmetric
+    product) where the matrix product dominates, else ``tiles`` (one tile of rows at a time)."""
+    return "whole" if d >= PRODUCT_BOUND_DIM else "tiles"
 
 
 def _fill(model, rows, columns, out):
@@ -135,7 +139,7 @@ def stored_kernel(model, W):
     there)."""
     if array_namespace(W).__name__ == "numpy":
         return UpperPanels(model, W)
-    return gram_matrix(model, W)
+    return gram_matrix(model, W, kernel_layout(W.shape[1]))
 
 
 def _cache_bytes(level: int, default: int) -> int:
@@ -160,15 +164,6 @@ def chunk_columns(rows: int) -> int:
 
 
 _POOLS: dict = {}  # worker count -> executor of the CPU's symmetric product
-
-
-def usable_cores() -> int:
-    """Threads for the CPU's symmetric product: as many as BLAS may use (the job's
-    OMP_NUM_THREADS), else every core this process may run on."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def summed_on_cores(part, shares, X):
@@ -356,14 +351,15 @@ def gram_tiles(model, W, tile_rows: int = TILE_ROWS, buffer=None, columns=None):
         yield start, tile
 
 
-def gram_matrix(model, W):
-    """The whole kernel of the features ``W`` (rows): one symmetric product ``gram(W, W)``
-    where the product dominates (``d >= PRODUCT_BOUND_DIM``), else row tiles written in
-    place."""
+def gram_matrix(model, W, layout: str):
+    """The whole kernel of the features ``W`` (rows), built in ``layout`` (:func:`kernel_layout`):
+    one symmetric product ``gram(W, W)``, or row tiles written in place."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"a kernel layout is one of {LAYOUTS}; got {layout!r}")
     xp = array_namespace(W)
     M = W.shape[0]
     G = xp.empty((M, M))
-    if W.shape[1] >= PRODUCT_BOUND_DIM:
+    if layout == "whole":
         _fill(model, W, W, G)
         return G
     columns = _columns(W)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace, as_backend, to_numpy
-from .curves import (Curves, UpperPanels, dense_matvec, stored_kernel, summed_on_cores, tiled_matvec,
-                     usable_cores)
+from .curves import Curves, UpperPanels, dense_matvec, stored_kernel, summed_on_cores, tiled_matvec
 from .krylov import LANCZOS_DEFAULTS, BlockLanczos, run_to_tolerance
+from .machine import usable_cores
 from .seeding import generator
 from .solve import SolverError
 from .spectral import relative_cutoff, sample_loss_in_eigenbasis

@@ -1,64 +1,53 @@
-"""The plan: every job a validated config asks for, each named by what determines it.
+"""The plan: every step a validated config asks for, each named by what determines it.
 
-A shared step (teacher fits, a kernel, its eigendecomposition, a curve job) has a *recipe*:
-everything its numbers depend on (models and their versions, seed, sizes, replicates, the
-learning rule and its grid, the operator and solver settings, the version of the code that
-computes it). Its *key* is a readable name and the first 12 hex digits of the recipe's
-SHA-256, and its files live in ``results/cache/<step>/<key>/``. So two experiments that need
-the same fit or curve share one file whatever their order in the config, and changing one
-experiment's grid gives its curves a new key instead of touching a file another reads. The
-job receives its recipe as its one description and records it in what it writes.
+A shared step (teacher fits, a kernel, its eigendecomposition, a curve job) has a typed
+*recipe* (:mod:`rfw2s.recipes`): everything its numbers depend on. Its *key* names its folder
+``results/cache/<step>/<key>/`` (:mod:`rfw2s.paths`), so two experiments that need the same fit
+or curve share one file whatever their order in the config, and changing one experiment's grid
+gives its curves a new key instead of touching a file another reads.
 
-Experiment folders (``results/<experiment>/``) hold only that experiment's tables, figures
-and validation. Before any job, the plan refuses what cannot run here: a student whose
-solve would not fit in memory, or a dense eigendecomposition LAPACK cannot do.
+The plan is a pure function of the config and its resolved target (:class:`rfw2s.target.Target`:
+what the GPU rules compute on, how much memory a job may plan for), never of the machine that
+builds it: the operator each student is solved through, the memory each job reserves, and what
+cannot run are decided here, once, from those two. Before any job, it refuses what cannot run
+on the target: a student whose solve would not fit in the declared memory, or a dense
+eigendecomposition LAPACK cannot do.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from . import config as configuration
 from . import models
-from .curves import CURVES_VERSION, KERNEL_VERSION, OPERATOR_FILES, PRODUCT_BOUND_DIM
-from .resources import format_bytes, memory_needed
+from .curves import CURVES_VERSION, KERNEL_VERSION, PRODUCT_BOUND_DIM, kernel_layout
+from .paths import RESERVED_NAMES, RESULTS
+from .recipes import (NUMPY, CurvesRecipe, DegreesRecipe, EighRecipe, KernelRecipe, Recipe, SolveRecipe,
+                      TablesRecipe, TeachersRecipe, ValidationRecipe)
+from .resources import eigh_memory, format_bytes, kernel_memory, runtime_minutes, solve_memory
 from .sample import SAMPLED_VERSION
 from .solve import EIGH_VERSION, NUMPY_EIGH_MAX_N, TEACHERS_VERSION
+from .target import Target
 
-RESULTS = "results"
-CACHE = f"{RESULTS}/cache"
-# Folders under results/ that the pipeline owns: no experiment may be named like one.
-RESERVED_NAMES = ("cache",)
 STEPS = ("teachers", "kernel", "eigh", "curves")
-KEY_PATTERN = r"[A-Za-z0-9._-]+-[0-9a-f]{12}"
+# The steps that compute where the target says (rules with resources gpu=1); the others run NumPy.
+GPU_STEPS = ("kernel", "eigh", "curves", "validation")
+# Memory a job needs beyond its arrays: the interpreter and its libraries.
+JOB_OVERHEAD_MB = 1024
 
 
 class PlanError(configuration.ConfigError):
     pass
 
 
-def content_key(name: str, recipe: dict) -> str:
-    """``name`` (readable) and 12 hex digits of the SHA-256 of the recipe's canonical JSON."""
-    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
-    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-
-
 @dataclass(frozen=True, eq=False)
 class Step:
     kind: str  # one of STEPS
     name: str  # readable part of the key
-    recipe: dict = field(repr=False)
+    recipe: Recipe = field(repr=False)
 
-    @cached_property
+    @property
     def key(self) -> str:
-        return content_key(self.name, self.recipe)
-
-    def recipe_json(self) -> str:
-        return json.dumps(self.recipe, sort_keys=True)
+        return self.recipe.key(self.name)
 
 
 @dataclass(frozen=True)
@@ -89,15 +78,11 @@ class Experiment:
     teachers: str  # teacher key
     replicates: int
     curves: list[str]  # curve keys aggregated into its tables
-    validation: dict | None = None  # recipe of its validation job
-    degrees: dict | None = None  # recipe of its per-degree breakdown
+    tables_recipe: TablesRecipe
+    validation: ValidationRecipe | None = None
+    degrees: DegreesRecipe | None = None
     convergence: list[str] = field(default_factory=list)  # curve keys of the validation's widths
-    sampled_operator: list[str] = field(default_factory=list)  # cached files of the sampled student
     shown: dict = field(default_factory=dict)  # the swept values Figures 2(a)/(b) show
-
-    @property
-    def folder(self) -> str:
-        return f"{RESULTS}/{self.name}"
 
     @property
     def sweep(self) -> str | None:
@@ -114,15 +99,10 @@ class Experiment:
         return ["losses", "summary", "fit"] + [name for name in ("validation", "degrees") if getattr(self, name)]
 
 
-def kernel_job_layout(d: int) -> str:
-    """How the kernel job builds the kernel it writes: ``whole`` (one symmetric product) when
-    the matrix product dominates, else ``tiles`` (one tile of rows at a time)."""
-    return "whole" if d >= PRODUCT_BOUND_DIM else "tiles"
-
-
 def choose_operator(student: Student, settings: dict, memory: int, backend: str, n: int | None = None) -> str:
     """How the curve job reaches ``H`` (:data:`rfw2s.curves.OPERATORS`, or for a student on
-    ``n`` inputs :data:`rfw2s.finite_sample.SAMPLE_OPERATORS`), decided once here.
+    ``n`` inputs :data:`rfw2s.finite_sample.SAMPLE_OPERATORS`), decided once here, from the
+    config's ``settings``, the target's ``backend`` and the ``memory`` it declares.
 
     ``solver: eigh``: ``eigh`` (on samples: ``svd``). Lanczos: ``tiled`` where ``matrix_free``
     is ``always``, or ``auto`` and the kernel would take more than half of ``memory``; else a
@@ -146,23 +126,12 @@ def choose_operator(student: Student, settings: dict, memory: int, backend: str,
     return "cached" if cache == "always" else "stored"
 
 
-def memory_bytes(backend: str = "numpy") -> int:
-    """Memory the solvers may use: the GPU's on ``cupy``, else this machine's."""
-    if backend == "cupy":
-        import cupy
-
-        return int(cupy.cuda.Device().mem_info[1])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 class Plan:
-    """Every step and experiment of a validated ``config`` (defaults filled), for a machine
-    whose solvers run on ``backend`` (resolved: ``numpy`` or ``cupy``) with ``memory`` bytes."""
+    """Every step and experiment of a validated ``config`` (defaults filled) for ``target``."""
 
-    def __init__(self, config: dict, backend: str = "numpy", memory: int | None = None):
+    def __init__(self, config: dict, target: Target):
         self.config = config
-        self.backend = backend
-        self.memory = memory_bytes(backend) if memory is None else memory
+        self.target = target
         self.settings = {k: config[k] for k in ("solver", "lanczos", "matrix_free", "kernel_cache")}
         self.steps: dict[str, dict[str, Step]] = {kind: {} for kind in STEPS}
         self.experiments: dict[str, Experiment] = {}
@@ -174,18 +143,20 @@ class Plan:
         if problems:
             raise PlanError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(problems)))
 
+    @property
+    def backend(self) -> str:
+        """What the GPU steps compute on."""
+        return self.target.backend
+
     # --- building ------------------------------------------------------------------
     def _add(self, step: Step) -> Step:
         return self.steps[step.kind].setdefault(step.key, step)
 
     def _teachers(self, exp: dict) -> Step:
         sizes = [int(m) for m in exp["m_te"]]
-        specs = [configuration.model_spec(exp, m) for m in sizes]
-        recipe = {"step": "teachers", "version": TEACHERS_VERSION, "model_version": models.model_version(exp["model"]),
-                  "models": specs, "m_te": sizes, "seed": int(exp["seed"]), "samples": exp.get("teacher_samples"),
-                  # Fits are at most M_TE x M_TE: under `auto` they stay on NumPy (a GPU's
-                  # start-up would cost more than the fits).
-                  "backend": "cupy" if self.config["backend"] == "cupy" else "numpy"}
+        recipe = TeachersRecipe(version=TEACHERS_VERSION, model_version=models.model_version(exp["model"]),
+                                models=[configuration.model_spec(exp, m) for m in sizes], m_te=sizes,
+                                seed=int(exp["seed"]), samples=exp.get("teacher_samples"))
         return self._add(Step("teachers", f"{exp['model']}-seed{exp['seed']}", recipe))
 
     def _students(self, exp: dict, widths=None) -> dict[str, tuple[Student, list[int]]]:
@@ -201,69 +172,62 @@ class Plan:
                     sizes.append(int(m_te))
         return groups
 
-    def _operator_steps(self, student: Student, operator: str) -> dict[str, Step]:
-        """The kernel (and eigendecomposition) steps a curve job through ``operator`` reads."""
+    def _operator_steps(self, student: Student, operator: str) -> dict[str, str]:
+        """The keys of the kernel (and eigendecomposition) steps a solve through ``operator`` reads."""
         if operator not in ("cached", "eigh"):
             return {}
-        kernel = self._add(Step("kernel", student.name, {
-            "step": "kernel", "version": KERNEL_VERSION, "model": student.spec,
-            "model_version": models.model_version(student.spec["name"]), "seed": student.seed,
-            "m_st": student.m_st, "layout": kernel_job_layout(student.d), "backend": self.config["backend"]}))
+        kernel = self._add(Step("kernel", student.name, KernelRecipe(
+            version=KERNEL_VERSION, model=student.spec, model_version=models.model_version(student.spec["name"]),
+            seed=student.seed, m_st=student.m_st, layout=kernel_layout(student.d), backend=self.backend)))
         if operator == "cached":
-            return {"kernel": kernel}
-        eigh = self._add(Step("eigh", student.name, {"step": "eigh", "version": EIGH_VERSION, "kernel": kernel.key,
-                                                     "backend": self.config["backend"]}))
-        return {"kernel": kernel, "eigh": eigh}
+            return {"kernel": kernel.key}
+        eigh = self._add(Step("eigh", student.name, EighRecipe(version=EIGH_VERSION, kernel=kernel.key,
+                                                                 backend=self.backend)))
+        return {"kernel": kernel.key, "eigh": eigh.key}
 
-    def _solve_recipe(self, student: Student, sizes: list[int], teachers: Step, exp_name: str,
-                      samples: dict | None = None) -> tuple[dict, list[str]]:
-        """What a solve on ``student`` (trained on ``samples``, or the population) for ``sizes``
-        depends on, and the problems it would hit here."""
+    def _solve(self, student: Student, sizes: list[int], teachers: Step, samples: dict | None = None) -> dict:
+        """The fields of a solve on ``student`` (trained on ``samples``, or the population) for ``sizes``."""
         n = None if samples is None else samples["n"]
-        operator = choose_operator(student, self.settings, self.memory, self.backend, n)
-        upstream = self._operator_steps(student, operator)
-        recipe = {"model": student.spec, "model_version": models.model_version(student.spec["name"]),
-                  "seed": student.seed, "m_st": student.m_st, "teachers": teachers.key, "m_te": sizes,
-                  "samples": samples, "operator": operator, "backend": self.config["backend"],
-                  "lanczos": None if operator in ("eigh", "svd") else dict(self.settings["lanczos"]),
-                  **{name: step.key for name, step in upstream.items()}}
-        return recipe, self._feasibility(exp_name, student, operator, len(sizes), n)
+        operator = choose_operator(student, self.settings, self.target.memory(self.backend), self.backend, n)
+        return dict(model=student.spec, model_version=models.model_version(student.spec["name"]), seed=student.seed,
+                    m_st=student.m_st, teachers=teachers.key, m_te=sizes, samples=samples, operator=operator,
+                    backend=self.backend,
+                    lanczos=None if operator in ("eigh", "svd") else dict(self.settings["lanczos"]),
+                    **self._operator_steps(student, operator))
 
-    def _feasibility(self, exp_name: str, student: Student, operator: str, n_teachers: int,
-                     n: int | None = None) -> list[str]:
-        where = "GPU" if self.backend == "cupy" else "machine"
-        def needed(n_samples):
-            return memory_needed(student.m_st, student.d, operator, n_teachers, self.settings["lanczos"]["max_steps"],
-                                 n_samples)
-
-        need = needed(n)
-        if operator == "eigh" and self.backend == "numpy" and student.m_st > NUMPY_EIGH_MAX_N:
-            return [f"experiments.{exp_name}: student width {student.m_st} exceeds LAPACK's dense eigh limit on the "
+    def _feasibility(self, exp_name: str, recipe: SolveRecipe) -> list[str]:
+        """What stops the solve of ``recipe`` and the steps it reads on the target, if anything."""
+        M, n = recipe.m_st, recipe.n
+        if recipe.operator == "eigh" and self.backend == NUMPY and M > NUMPY_EIGH_MAX_N:
+            return [f"experiments.{exp_name}: student width {M} exceeds LAPACK's dense eigh limit on the "
                     f"CPU (n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st"]
-        if need > self.memory:
+        need = max([self.memory(recipe)] + [self.memory(self.step(kind, getattr(recipe, kind)).recipe)
+                                            for kind in ("kernel", "eigh") if getattr(recipe, kind)])
+        memory = self.target.memory(self.backend)
+        if need > memory:
             # The sample is to blame where the same student on one input would fit.
-            small = n is not None and needed(1) <= self.memory
+            small = n is not None and self.memory(recipe, n=1) <= memory
             key = f"experiments.{exp_name}" + (".samples.n" if small else "")
             trained = "" if n is None else f" trained on n = {n} inputs"
-            return [f"{key}: student {student.name}{trained} needs about {format_bytes(need)} ({operator}), "
-                    f"more than the {format_bytes(self.memory)} of this {where}"]
+            return [f"{key}: student {Student(recipe.model, M, recipe.seed).name}{trained} needs about "
+                    f"{format_bytes(need)} ({recipe.operator}), more than {self.target.describe_memory(self.backend)}"]
         return []
 
     def _curves(self, name: str, exp: dict, teachers: Step, widths=None, population: bool = False):
         """Curve steps of an experiment (one per student and sample size; ``population``: only
-        the population's, as the validation compares), and the problems they would hit here."""
+        the population's, as the validation compares), and the problems they would hit."""
         keys, problems = [], []
         replicates = list(range(int(exp["replicates"])))
         sizes_n = [None] if population else configuration.sample_sizes(exp)
         for student, sizes in self._students(exp, widths).values():
             for n in sizes_n:
                 samples = None if n is None else {"n": n, "seed": int(exp["samples"]["seed"])}
-                solve, found = self._solve_recipe(student, sizes, teachers, name, samples)
-                recipe = {"step": "curves", "version": CURVES_VERSION, **solve, "replicates": replicates,
-                          "rules": configuration.learning_rules(exp)}
+                recipe = CurvesRecipe(version=CURVES_VERSION, replicates=replicates,
+                                      learning_rules=configuration.learning_rules(exp),
+                                      **self._solve(student, sizes, teachers, samples))
                 name_n = student.name + ("" if n is None else f"-n{n}")
                 keys.append(self._add(Step("curves", name_n, recipe)).key)
-                problems += found
+                problems += self._feasibility(name, recipe)
         return keys, problems
 
     def _plan_experiment(self, name: str, exp: dict) -> list[str]:
@@ -277,114 +241,52 @@ class Plan:
             shown["n"] = max(float("inf") if n is None else float(n) for n in configuration.sample_sizes(exp))
         if "rule" in axes:
             shown["rule"] = configuration.learning_rules(exp)[0]["name"]
-        plan = Experiment(name, axes, teachers.key, int(exp["replicates"]), curves, shown=shown)
+        from .analysis import TABLES_VERSION  # here: pandas is not needed to plan
+
+        plan = Experiment(name, axes, teachers.key, int(exp["replicates"]), curves,
+                          TablesRecipe(version=TABLES_VERSION, fit_by=axes), shown=shown)
         validation = exp.get("validation")
         if validation:
             plan.convergence, found = self._curves(name, exp, teachers, validation["convergence_m_st"], population=True)
             problems += found
             student = Student(configuration.model_spec(exp, exp["m_te"][0]), int(validation["sampled"]["m_st"]),
                               int(exp["seed"]))
-            solve, found = self._solve_recipe(student, [int(m) for m in exp["m_te"]], teachers, name)
-            problems += found
-            plan.validation = {"step": "validation", "version": SAMPLED_VERSION, "curves_version": CURVES_VERSION,
-                               **solve, "sampled": validation["sampled"]}
-            plan.sampled_operator = self.operator_files(plan.validation, [0])
+            plan.validation = ValidationRecipe(version=SAMPLED_VERSION, curves_version=CURVES_VERSION,
+                                               sampled=validation["sampled"],
+                                               **self._solve(student, [int(m) for m in exp["m_te"]], teachers))
+            problems += self._feasibility(name, plan.validation)
         if "degrees" in exp:
-            plan.degrees = {"step": "degrees", "version": CURVES_VERSION, "teachers": teachers.key,
-                            "models": teachers.recipe["models"], "m_te": teachers.recipe["m_te"],
-                            "replicates": list(range(int(exp["replicates"]))),
-                            "rules": configuration.learning_rules(exp), "degrees": [int(k) for k in exp["degrees"]]}
+            plan.degrees = DegreesRecipe(version=CURVES_VERSION, teachers=teachers.key, models=teachers.recipe.models,
+                                         m_te=teachers.recipe.m_te, replicates=list(range(int(exp["replicates"]))),
+                                         learning_rules=configuration.learning_rules(exp),
+                                         degrees=[int(k) for k in exp["degrees"]])
         self.experiments[name] = plan
         return problems
 
-    # --- paths (where every step's files go) ------------------------------------------
-    @staticmethod
-    def folder(kind: str, key: str) -> str:
-        return f"{CACHE}/{kind}/{key}"
-
-    def teacher_file(self, key: str, replicate: int) -> str:
-        return f"{self.folder('teachers', key)}/r{replicate}.npz"
-
-    def kernel_file(self, key: str, replicate: int) -> str:
-        return f"{self.folder('kernel', key)}/gram_r{replicate}.npy"
-
-    def eigh_files(self, key: str, replicate: int) -> dict[str, str]:
-        return {name: f"{self.folder('eigh', key)}/{name}_r{replicate}.npy" for name in OPERATOR_FILES["eigh"]}
-
-    def curves_file(self, key: str) -> str:
-        return f"{self.folder('curves', key)}/curves.parquet"
-
-    def operator_files(self, recipe: dict, replicates) -> list[str]:
-        """The cached files a solve of ``recipe`` reads, replicate after replicate, each in the
-        order of OPERATOR_FILES[operator] (:func:`rfw2s.cli.operator_files_by_replicate`
-        splits them)."""
-        files = []
-        for r in replicates:
-            if recipe["operator"] == "cached":
-                files.append(self.kernel_file(recipe["kernel"], r))
-            elif recipe["operator"] == "eigh":
-                files += list(self.eigh_files(recipe["eigh"], r).values())
-        return files
-
-    # --- what a rule needs ----------------------------------------------------------
+    # --- what a step's job reserves ----------------------------------------------------
     def step(self, kind: str, key: str) -> Step:
         return self.steps[kind][key]
 
-    def curve_inputs(self, key: str) -> dict[str, list[str]]:
-        recipe = self.step("curves", key).recipe
-        return {"teachers": [self.teacher_file(recipe["teachers"], r) for r in recipe["replicates"]],
-                "operator": self.operator_files(recipe, recipe["replicates"])}
+    def memory(self, recipe: Recipe, n: int | None = None) -> int:
+        """Peak bytes of the job of ``recipe`` (``n``: as if trained on that many inputs)."""
+        if isinstance(recipe, KernelRecipe):
+            return kernel_memory(recipe.m_st, int(recipe.model.get("d", 0)), recipe.layout)
+        if isinstance(recipe, EighRecipe):
+            return eigh_memory(self.step("kernel", recipe.kernel).recipe.m_st)
+        if isinstance(recipe, SolveRecipe):
+            steps = recipe.lanczos["max_steps"] if recipe.lanczos else 0
+            return solve_memory(recipe.m_st, recipe.d, recipe.operator, len(recipe.m_te), steps,
+                                recipe.n if n is None else n)
+        return 0
 
-    def experiment_curves(self, name: str) -> list[str]:
-        return [self.curves_file(k) for k in self.experiments[name].curves]
+    def memory_mb(self, recipe: Recipe) -> int:
+        """The job's memory request: its peak plus the interpreter's."""
+        return JOB_OVERHEAD_MB + self.memory(recipe) // 2**20
 
-    def validation_inputs(self, name: str) -> dict[str, list[str] | str]:
-        exp = self.experiments[name]
-        return {"losses": f"{exp.folder}/losses.parquet", "teachers": [self.teacher_file(exp.teachers, 0)],
-                "convergence": [self.curves_file(k) for k in exp.convergence], "operator": exp.sampled_operator}
-
-    def degree_inputs(self, name: str) -> list[str]:
-        exp = self.experiments[name]
-        return [self.teacher_file(exp.teachers, r) for r in exp.degrees["replicates"]]
-
-    def outputs(self, names=None) -> list[str]:
-        """Every final file of the experiments ``names`` (default: all)."""
-        out = []
-        for name in self.experiments if names is None else names:
-            exp = self.experiments[name]
-            out += [f"{exp.folder}/{table}.parquet" for table in exp.tables]
-            out += [f"{exp.folder}/figures/{f}.{ext}" for f in exp.figures for ext in ("png", "pdf")]
-        return out
-
-    def _solve_of(self, kind: str, recipe: dict) -> tuple[Student, str, int, int | None]:
-        """The student, operator, teacher count and sample size of a kernel, eigh, curve or
-        validation recipe (for its memory and time limits)."""
-        if kind == "eigh":
-            recipe = self.step("kernel", recipe["kernel"]).recipe
-        student = Student(recipe["model"], recipe["m_st"], recipe["seed"])
-        if kind in ("kernel", "eigh"):
-            operator = "eigh" if kind == "eigh" else "stored" if recipe["layout"] == "whole" else "tiled"
-            return student, operator, 0, None
-        return student, recipe["operator"], len(recipe["m_te"]), (recipe.get("samples") or {}).get("n")
-
-    def memory_mb(self, kind: str, recipe: dict) -> int:
-        """A job's peak memory (the estimates the feasibility check uses) plus 1 GiB for the
-        interpreter and libraries."""
-        student, operator, teachers, n = self._solve_of(kind, recipe)
-        max_steps = self.settings["lanczos"]["max_steps"] if teachers else 0
-        return 1024 + memory_needed(student.m_st, student.d, operator, teachers, max_steps, n) // 2**20
-
-    def runtime_min(self, kind: str, recipe: dict) -> int:
-        """A generous time limit in minutes from the student's width (CPU scaling: dense eigh
-        ~ M^3, measured 9 min at 16384 on 2 cores; the other steps ~ M^2)."""
-        student, operator, _, n = self._solve_of(kind, recipe)
-        M = student.m_st
-        scale = (M / 16384) ** 3 * 30 if kind == "eigh" else (M / 16384) ** 2 * 20
-        if n is not None:  # a pass over the sample's features per step, or their SVD
-            scale += (n * M / 16384**2) * (60 if operator == "svd" else 20)
-        return int(15 + scale)
-
-    def tables_recipe(self, name: str) -> dict:
-        from .analysis import TABLES_VERSION  # here: pandas is not needed to plan
-
-        return {"version": TABLES_VERSION, "fit_by": self.experiments[name].axes}
+    def runtime_min(self, recipe: Recipe) -> int:
+        """The job's time limit in minutes."""
+        if isinstance(recipe, EighRecipe):
+            return runtime_minutes("eigh", self.step("kernel", recipe.kernel).recipe.m_st)
+        if isinstance(recipe, SolveRecipe):
+            return runtime_minutes(recipe.step, recipe.m_st, recipe.operator, recipe.n)
+        return runtime_minutes(recipe.step, recipe.m_st)

@@ -273,3 +273,25 @@ def figure_degrees(degrees: pd.DataFrame, losses: pd.DataFrame, *, title: str):
     axes[0][-1].legend(fontsize=6, loc="lower left")
     fig.suptitle(f"{title}: what the student recovers, degree by degree (means over replicates)", fontsize=10)
     return fig
+
+
+def figure_2_files(losses: pd.DataFrame, summary: pd.DataFrame, fit: pd.DataFrame, shown: dict, title: str,
+                   out_dir: Path, dpi: int, spread: str) -> None:
+    """Figures 2(a) and 2(b) of an experiment into ``out_dir``: at the ``shown`` values of the axes
+    it sweeps (a student width, a sample size); over several rules, 2(a) of ``shown["rule"]`` and
+    2(b) of every rule."""
+    at = {k: v for k, v in shown.items() if k != "rule"}
+    losses, summary, fit = (where(df, **at) for df in (losses, summary, fit))
+    title = ", ".join([title] + [f"{k} = {sweep_label(k, v)}" for k, v in at.items()])
+    save_figure(figure_2a(where(losses, **shown), title=title, spread=spread), out_dir / "fig2a", dpi)
+    save_figure(figure_2b(summary, fit, title=title), out_dir / "fig2b", dpi)
+
+
+def ablation_files(summary: pd.DataFrame, fit: pd.DataFrame, sweep: str, shown: dict, title: str, out_dir: Path,
+                   dpi: int) -> None:
+    """The best-ratio heatmap and the exponent against the swept axis ``sweep``, the other swept
+    axes fixed at their ``shown`` values."""
+    others = {k: v for k, v in shown.items() if k != sweep}
+    summary, fit = where(summary, **others), where(fit, **others)
+    save_figure(figure_ablation_heatmap(summary, sweep, title=title), out_dir / "ablation_heatmap", dpi)
+    save_figure(figure_ablation_exponent(fit, sweep, title=title), out_dir / "ablation_exponent", dpi)

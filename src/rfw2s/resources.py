@@ -19,11 +19,11 @@ class InsufficientResources(RuntimeError):
     pass
 
 
-def memory_needed(M: int, d: int, operator: str, n_teachers: int, max_steps: int, n: int | None = None) -> int:
-    """Peak bytes (estimate, float64) of a solve on an ``M``-wide student in dimension ``d``
-    reaching ``H`` through ``operator`` (:data:`rfw2s.curves.OPERATORS`; ``eigh``: the
-    eigendecomposition itself; :data:`rfw2s.finite_sample.SAMPLE_OPERATORS` for a student on
-    ``n`` inputs) for ``n_teachers`` with a Lanczos budget of ``max_steps``."""
+def solve_memory(M: int, d: int, operator: str, n_teachers: int, max_steps: int, n: int | None = None) -> int:
+    """Peak bytes (estimate, float64) of a curve or validation job solving an ``M``-wide student in
+    dimension ``d`` through ``operator`` (:data:`rfw2s.curves.OPERATORS`, or for a student on ``n``
+    inputs :data:`rfw2s.finite_sample.SAMPLE_OPERATORS`) for ``n_teachers`` with a Lanczos budget of
+    ``max_steps``."""
     features = 8 * M * d
     if operator == "svd":  # the sample's features, its thin SVD (U, V^T, workspace), H stored
         r = min(n, M)
@@ -32,13 +32,36 @@ def memory_needed(M: int, d: int, operator: str, n_teachers: int, max_steps: int
         population = "stored" if operator == "krylov" else "tiled"
         # (an upper bound where the CPU forms the sample's kernel: its panels and one block of
         # Phi's rows, not Phi)
-        return 8 * n * M + 8 * M**2 + 2 * 8 * max_steps * M * n_teachers + memory_needed(M, d, population, 0, 0)
-    if operator == "eigh":
-        return DENSE_EIGH_MATRICES * 8 * M**2 + features
+        return 8 * n * M + 8 * M**2 + 2 * 8 * max_steps * M * n_teachers + solve_memory(M, d, population, 0, 0)
+    if operator == "eigh":  # the cached eigenvectors, read whole
+        return 8 * M**2 + 8 * M * (n_teachers + 2) + features
     krylov = 8 * max_steps * M * (n_teachers + 1)  # the Lanczos basis
     if operator in ("cached", "stored"):
         return 8 * M**2 + krylov + features
     return 8 * min(M, TILE_ROWS) * M * 4 + krylov + features  # a tile and its temporaries
+
+
+def kernel_memory(M: int, d: int, layout: str) -> int:
+    """Peak bytes of a kernel job building the ``M x M`` kernel in ``layout`` (``whole``: in
+    memory at once; ``tiles``: one tile of rows at a time, written as it is built)."""
+    if layout == "whole":
+        return 8 * M**2 + 8 * M * d
+    return solve_memory(M, d, "tiled", 0, 0)
+
+
+def eigh_memory(M: int) -> int:
+    """Peak bytes of the dense eigendecomposition of an ``M x M`` matrix."""
+    return DENSE_EIGH_MATRICES * 8 * M**2
+
+
+def runtime_minutes(kind: str, M: int, operator: str | None = None, n: int | None = None) -> int:
+    """A generous time limit in minutes for a job of ``kind`` on an ``M``-wide student (CPU
+    scaling: dense eigh ~ M^3, measured 9 min at 16384 on 2 cores; the other steps ~ M^2), trained
+    on ``n`` inputs where given."""
+    scale = (M / 16384) ** 3 * 30 if kind == "eigh" else (M / 16384) ** 2 * 20
+    if n is not None:  # a pass over the sample's features per step, or their SVD
+        scale += (n * M / 16384**2) * (60 if operator == "svd" else 20)
+    return int(15 + scale)
 
 
 def format_bytes(n: float) -> str:

@@ -6,7 +6,7 @@
 
 rule curves:
     input:
-        unpack(lambda wc: PLAN.curve_inputs(wc.key)),
+        unpack(lambda wc: rfw2s.paths.curve_inputs(PLAN, wc.key)),
     output:
         f"{CACHE}/curves/{{key}}/curves.parquet",
     log:
@@ -14,13 +14,14 @@ rule curves:
     benchmark:
         f"{CACHE}/curves/{{key}}/curves.benchmark.tsv"
     conda:
-        CONDA_ENV
+        GPU_ENV
     resources:
         gpu=1,
         mem_mb=step_memory_mb("curves"),
         runtime=step_runtime_min("curves"),
     params:
         recipe=recipe("curves"),
+        operator_files=curve_operator_files,
     shell:
-        "python3 -m rfw2s --blas-threads all curves --recipe {params.recipe:q} --teachers {input.teachers}"
-        " --operator-files {input.operator} --out {output} > {log} 2>&1"
+        "python3 -m rfw2s curves --blas-threads all --gpus {resources.gpu} --recipe {params.recipe:q}"
+        " --teachers {input.teachers} --operator-files {params.operator_files} --out {output} > {log} 2>&1"

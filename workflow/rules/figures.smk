@@ -30,7 +30,7 @@ rule figures:
         f"{RESULTS}/benchmarks/figures.tsv"
     priority: 10
     conda:
-        CONDA_ENV
+        CPU_ENV
     params:
         plot=config["plot"],
         out_dir=f"{RESULTS}/figures",
@@ -68,7 +68,7 @@ rule ablation_figures:
         experiment=sweeping_experiments(),
     priority: 10
     conda:
-        CONDA_ENV
+        CPU_ENV
     params:
         plot=config["plot"],
         out_dir=f"{RESULTS}/figures",
@@ -98,7 +98,7 @@ rule degree_figure:
         f"{RESULTS}/benchmarks/degree_figure.tsv"
     priority: 10
     conda:
-        CONDA_ENV
+        CPU_ENV
     params:
         plot=config["plot"],
         stem=f"{RESULTS}/figures/degrees",

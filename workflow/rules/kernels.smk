@@ -12,7 +12,7 @@ rule kernel:
     benchmark:
         f"{CACHE}/kernel/{{key}}/r{{replicate}}.benchmark.tsv"
     conda:
-        CONDA_ENV
+        GPU_ENV
     resources:
         gpu=1,
         mem_mb=step_memory_mb("kernel"),
@@ -20,13 +20,13 @@ rule kernel:
     params:
         recipe=recipe("kernel"),
     shell:
-        "python3 -m rfw2s --blas-threads all kernel --recipe {params.recipe:q}"
+        "python3 -m rfw2s kernel --blas-threads all --gpus {resources.gpu} --recipe {params.recipe:q}"
         " --replicate {wildcards.replicate} --out {output} > {log} 2>&1"
 
 
 rule eigh:
     input:
-        lambda wc: PLAN.kernel_file(PLAN.step("eigh", wc.key).recipe["kernel"], int(wc.replicate)),
+        lambda wc: rfw2s.paths.eigh_input(PLAN, wc.key, int(wc.replicate)),
     output:
         eigvals=f"{CACHE}/eigh/{{key}}/eigvals_r{{replicate}}.npy",
         eigvecs=f"{CACHE}/eigh/{{key}}/eigvecs_r{{replicate}}.npy",
@@ -35,7 +35,7 @@ rule eigh:
     benchmark:
         f"{CACHE}/eigh/{{key}}/r{{replicate}}.benchmark.tsv"
     conda:
-        CONDA_ENV
+        GPU_ENV
     resources:
         gpu=1,
         mem_mb=step_memory_mb("eigh"),
@@ -43,5 +43,5 @@ rule eigh:
     params:
         recipe=recipe("eigh"),
     shell:
-        "python3 -m rfw2s --blas-threads all eigh --recipe {params.recipe:q} --gram {input}"
+        "python3 -m rfw2s eigh --blas-threads all --gpus {resources.gpu} --recipe {params.recipe:q} --gram {input}"
         " --out-eigvals {output.eigvals} --out-eigvecs {output.eigvecs} > {log} 2>&1"

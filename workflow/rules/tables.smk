@@ -4,7 +4,7 @@
 
 rule aggregate:
     input:
-        lambda wc: PLAN.experiment_curves(wc.experiment),
+        lambda wc: rfw2s.paths.experiment_curves(PLAN, wc.experiment),
     output:
         losses=f"{RESULTS}/losses.parquet",
         summary=f"{RESULTS}/summary.parquet",
@@ -21,7 +21,7 @@ rule aggregate:
         f"{RESULTS}/benchmarks/aggregate.tsv"
     priority: 10
     conda:
-        CONDA_ENV
+        CPU_ENV
     params:
         recipe=tables_recipe,
     shell:
@@ -32,7 +32,7 @@ rule aggregate:
 
 rule degrees:
     input:
-        lambda wc: PLAN.degree_inputs(wc.experiment),
+        lambda wc: rfw2s.paths.degree_inputs(PLAN, wc.experiment),
     output:
         f"{RESULTS}/degrees.parquet",
     log:
@@ -41,7 +41,7 @@ rule degrees:
         f"{RESULTS}/benchmarks/degrees.tsv"
     priority: 10
     conda:
-        CONDA_ENV
+        CPU_ENV
     params:
         recipe=degrees_recipe,
     shell:

@@ -10,7 +10,7 @@ rule teachers:
     benchmark:
         f"{CACHE}/teachers/{{key}}/r{{replicate}}.benchmark.tsv"
     conda:
-        CONDA_ENV
+        CPU_ENV
     params:
         recipe=recipe("teachers"),
     shell:

@@ -6,7 +6,7 @@
 
 rule validation:
     input:
-        unpack(lambda wc: PLAN.validation_inputs(wc.experiment)),
+        unpack(lambda wc: rfw2s.paths.validation_inputs(PLAN, wc.experiment)),
     output:
         table=f"{RESULTS}/validation.parquet",
         curves=f"{RESULTS}/validation_curves.parquet",
@@ -17,16 +17,18 @@ rule validation:
         f"{RESULTS}/benchmarks/validation.tsv"
     priority: 0
     conda:
-        CONDA_ENV
+        GPU_ENV
     resources:
         gpu=1,
         mem_mb=validation_memory_mb,
         runtime=validation_runtime_min,
     params:
         recipe=validation_recipe,
+        operator_files=validation_operator_files,
     shell:
-        "python3 -m rfw2s --blas-threads all validate --recipe {params.recipe:q} --losses {input.losses}"
-        " --teachers {input.teachers} --convergence {input.convergence} --operator-files {input.operator}"
+        "python3 -m rfw2s validate --blas-threads all --gpus {resources.gpu} --recipe {params.recipe:q}"
+        " --losses {input.losses} --teachers {input.teachers} --convergence {input.convergence}"
+        " --operator-files {params.operator_files}"
         " --out-table {output.table} --out-curves {output.curves}"
         " --out-convergence {output.convergence} > {log} 2>&1"
 
@@ -49,7 +51,7 @@ rule validation_figure:
     benchmark:
         f"{RESULTS}/benchmarks/validation_figure.tsv"
     conda:
-        CONDA_ENV
+        CPU_ENV
     params:
         plot=config["plot"],
         stem=f"{RESULTS}/figures/validation",

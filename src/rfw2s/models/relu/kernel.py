@@ -6,12 +6,12 @@ Lanczos block in one pass)."""
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ...backend import array_namespace
+from ...machine import usable_cores
 
 
 def kappa(rho, d: int):
@@ -274,7 +274,7 @@ def kappa_into(R, d: int):
         _CUDA_KERNELS["kappa"](scale, R)
         return R
     flat = R.reshape(-1)  # a view, R being contiguous
-    threads = min(_cpu_threads(), flat.size // _CHUNK)
+    threads = min(usable_cores(), flat.size // _CHUNK)
     if threads <= 1:
         _kappa_chunks(flat, scale)
         return R
@@ -283,15 +283,6 @@ def kappa_into(R, d: int):
     # NumPy's ufuncs release the GIL: each thread takes a contiguous share of the chunks.
     list(_POOLS[threads].map(lambda part: _kappa_chunks(part, scale), np.array_split(flat, threads)))
     return R
-
-
-def _cpu_threads() -> int:
-    """Threads for the kernel function on the CPU: as many as BLAS may use (the job's
-    OMP_NUM_THREADS), else every core this process may run on."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _kappa_chunks(flat, scale: float) -> None:
