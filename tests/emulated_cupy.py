@@ -452,8 +452,20 @@ class _MemoryPool:
 
 
 _POOL = _MemoryPool()
+# Set to `when-visible`, the emulated GPU exists only where CUDA_VISIBLE_DEVICES names a device, as
+# Slurm sets it in a job given a GPU (gres): a process the scheduler gave none sees no GPU.
+VISIBILITY = "RFW2S_EMULATED_GPU"
+
+
+def _device_count() -> int:
+    if os.environ.get(VISIBILITY) != "when-visible":
+        return 1
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return 1 if visible and visible != "NoDevFiles" else 0
+
+
 _runtime = types.SimpleNamespace(
-    getDeviceCount=lambda: 1,
+    getDeviceCount=_device_count,
     getDeviceProperties=lambda device: {"name": DEVICE_NAME.encode(), "totalGlobalMem": MEMORY["total"]},
     runtimeGetVersion=lambda: 12090,
 )

@@ -7,8 +7,9 @@ log, tables are found by searching the results folder, and Slurm's side comes fr
 
     slurm_check.py profile-args PROFILE_DIR --cpus N [--default-cpus M] [--account A] [--partition P] [--set RULE:RES=V ...]
     slurm_check.py check-run LOG [--account A] [--partition P] [--summary FILE]
-    slurm_check.py compare RESULTS_A RESULTS_B
+    slurm_check.py compare RESULTS_A RESULTS_B [--rtol R] [--exclude FOLDER ...] [--ignore COLUMN ...]
     slurm_check.py planned LOG          (jobs a dry run would submit: count)
+    slurm_check.py outputs LOG          (every file the jobs of a run or dry run write)
     slurm_check.py jobs LOG             (one line per Slurm job of a run: id state comment)
     slurm_check.py timeline LOG         (submit/start/end of each Slurm job, seconds)
     slurm_check.py rerun --reference LOG --first LOG --rerun LOG --cancelled ID --planned N
@@ -132,6 +133,12 @@ def check_rerun(reference, first, rerun, cancelled, planned_count):
     summary = (f"whole DAG {len(all_jobs)} jobs; first run finished {len(done_first)}; "
                f"cancelled {sorted(cancelled_keys)}; rerun planned {planned_count}, ran {len(redone)}")
     return problems, summary
+
+
+def outputs(text):
+    """Every file the jobs of a run's or dry run's log write, sorted."""
+    return sorted({f for match in BLOCK.finditer(text)
+                   for line in re.findall(r"^    output: (.*)$", match.group(3), re.M) for f in line.split(", ")})
 
 
 def planned(text):
@@ -283,14 +290,18 @@ def timeline(text):
 
 # --- tables -------------------------------------------------------------------------
 
-def compare(a, b):
-    """Every parquet table under two results folders: the same relative paths, equal
-    DataFrames (exactly). Returns (problems, number of tables)."""
+def compare(a, b, rtol=0.0, exclude=(), ignore=()):
+    """Every parquet table under two results folders (but those under the folders ``exclude``):
+    the same relative paths, equal DataFrames (exactly, or numbers to ``rtol`` relative), the
+    columns ``ignore`` left out. Returns (problems, number of tables)."""
     import pandas as pd
 
     a, b = Path(a), Path(b)
-    tables_a = {p.relative_to(a) for p in a.rglob("*.parquet")}
-    tables_b = {p.relative_to(b) for p in b.rglob("*.parquet")}
+
+    def tables(root):
+        return {p.relative_to(root) for p in root.rglob("*.parquet") if p.relative_to(root).parts[0] not in exclude}
+
+    tables_a, tables_b = tables(a), tables(b)
     problems = []
     if not tables_a:
         problems.append(f"no parquet table under {a}")
@@ -299,7 +310,9 @@ def compare(a, b):
             problems.append(f"{rel}: missing under {where}")
     for rel in sorted(tables_a & tables_b):
         try:
-            pd.testing.assert_frame_equal(pd.read_parquet(a / rel), pd.read_parquet(b / rel), check_exact=True)
+            ours, theirs = (pd.read_parquet(root / rel) for root in (a, b))
+            ours, theirs = (df.drop(columns=[c for c in ignore if c in df.columns]) for df in (ours, theirs))
+            pd.testing.assert_frame_equal(ours, theirs, check_exact=rtol == 0, rtol=rtol, atol=0)
         except AssertionError as exc:
             problems.append(f"{rel}: differs: {str(exc).strip()[:400]}")
     return problems, len(tables_a & tables_b)
@@ -323,7 +336,12 @@ def main(argv=None):
     p = sub.add_parser("compare")
     p.add_argument("a")
     p.add_argument("b")
+    p.add_argument("--rtol", type=float, default=0.0, help="numbers equal to this relative (default: exactly)")
+    p.add_argument("--exclude", action="append", default=[], help="a folder of the results not compared")
+    p.add_argument("--ignore", action="append", default=[], help="a column not compared")
     p = sub.add_parser("planned")
+    p.add_argument("log")
+    p = sub.add_parser("outputs")
     p.add_argument("log")
     p = sub.add_parser("jobs")
     p.add_argument("log")
@@ -360,6 +378,9 @@ def main(argv=None):
     if args.command == "planned":
         print(planned(Path(args.log).read_text()))
         return 0
+    if args.command == "outputs":
+        print("\n".join(outputs(Path(args.log).read_text())))
+        return 0
     if args.command == "jobs":
         for row in slurm_jobs(Path(args.log).read_text()):
             print(*row)
@@ -373,7 +394,7 @@ def main(argv=None):
                   f"{t_want}/{t_got:<12} {cpus}")
         print(f"{len(rows)} Slurm jobs checked")
     else:
-        problems, n = compare(args.a, args.b)
+        problems, n = compare(args.a, args.b, args.rtol, args.exclude, args.ignore)
         print(f"{n} tables compared")
     for problem in problems:
         print(f"FAIL: {problem}", file=sys.stderr)
