@@ -17,8 +17,16 @@ import pytest
 
 import emulated_cupy
 from conftest import NEEDS_COMPILER
+from rfw2s.models import relu_sphere
 from rfw2s.models.relu import kernel as relu_module
 from rfw2s.models.relu.kernel import kappa, kappa_fused_source, kappa_product_source
+from rfw2s.seeding import draw
+from rfw2s.solve import SolverError, fit_teacher
+
+
+def _unit_rows(rng, n, d):
+    rows = rng.standard_normal((n, d))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 @pytest.fixture
@@ -105,3 +113,34 @@ def test_the_fused_kernel_compiles_for_the_gpu_without_spills(tmp_path):
                              str(source)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "0 bytes spill stores" in result.stderr, result.stderr
+
+
+@NEEDS_COMPILER
+def test_a_nan_inner_product_gives_nan_in_every_cuda_kernel(host_cupy):
+    # fmin/fmax would clip NaN to a finite kernel value; the CPU's clip keeps it.
+    rng = np.random.default_rng(5)
+    values = np.array([0.3, np.nan, 1.2, -1.2])
+    got = relu_module.kappa_into(host_cupy.asarray(values), 4).get()
+    assert np.isnan(got[1]) and np.all(np.isfinite(got[[0, 2, 3]]))
+    assert np.isnan(kappa(values, 4)[1])
+    T = rng.uniform(-1, 1, size=(6, 70))
+    T[2, 40] = np.nan
+    out = relu_module.kappa_product_into(host_cupy.asarray(T), host_cupy.asarray(rng.standard_normal((70, 3))), 4,
+                                         host_cupy.empty((6, 3))).get()
+    assert np.all(np.isnan(out[2])) and np.all(np.isfinite(np.delete(out, 2, axis=0)))
+    A, B = _unit_rows(rng, 66, 4), _unit_rows(rng, 70, 4)
+    A[3, 2] = np.nan
+    out = relu_module.kappa_fused_product_into(host_cupy.asarray(A), host_cupy.asarray(B),
+                                               host_cupy.asarray(rng.standard_normal((70, 2))), 4,
+                                               host_cupy.empty((66, 2))).get()
+    assert np.all(np.isnan(out[3])) and np.all(np.isfinite(np.delete(out, 3, axis=0)))
+
+
+def test_a_nan_feature_direction_raises_on_cupy_as_on_numpy(backend):
+    # The kernel of a NaN direction is NaN on both (the GPU's clamp keeps NaN), so the solver's
+    # checks stop it; a finite kernel there would give the teacher a NaN loss, silently.
+    model = relu_sphere(5)
+    U = draw(model, 0, "teacher", 6, 0)
+    U[2, 1] = np.nan
+    with pytest.raises(SolverError, match="eigh"):
+        fit_teacher(model, U, backend=backend)

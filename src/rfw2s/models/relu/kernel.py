@@ -26,6 +26,13 @@ def kappa(rho, d: int):
 # Elements per pass on the CPU: the temporaries stay in cache (a fused kernel by hand).
 _CHUNK = 1 << 15
 _POOLS: dict = {}  # thread count -> executor, for the CPU's kappa_into
+def _cuda_clamp(v: str) -> str:
+    """``v`` clipped to [-1, 1] in CUDA C, NaN kept: ``fmin``/``fmax`` return the other operand
+    for NaN, which would turn a NaN inner product into a finite kernel value (NumPy's clip,
+    on the CPU, keeps it, and the solvers' non-finite checks raise)."""
+    return f"({v} > 1.0 ? 1.0 : ({v} < -1.0 ? -1.0 : {v}))"
+
+
 # kappa of a clipped inner product ``x`` in CUDA C (ElementwiseKernel and RawKernel alike).
 _CUDA_KAPPA_EXPRESSION = "(sqrt((1.0 - x) * (1.0 + x)) + x * acos(-x)) * scale"
 _CUDA_KERNELS: dict = {}  # compiled on first use: "kappa", and ("product", lanes)
@@ -67,7 +74,8 @@ extern "C" __global__ void rfw2s_relu_kappa_product(
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
             if (r < row_count) {
-                const double x = fmin(1.0, fmax(-1.0, T[(row0 + r) * M + j]));
+                const double t = T[(row0 + r) * M + j];
+                const double x = CLAMP(t);
                 const double k = KAPPA;
 #pragma unroll
                 for (int v = 0; v < LANES; ++v) acc[r][v] += k * xv[v];
@@ -94,7 +102,7 @@ PRODUCT_BLOCK = 256
 
 def kappa_product_source(lanes: int) -> str:
     """:data:`KAPPA_PRODUCT_SOURCE` for a block of ``lanes`` vectors."""
-    return (f"#define ROWS {PRODUCT_ROWS}\n#define LANES {int(lanes)}\n"
+    return (f"#define ROWS {PRODUCT_ROWS}\n#define LANES {int(lanes)}\n#define CLAMP(v) {_cuda_clamp('(v)')}\n"
             f"#define KAPPA ({_CUDA_KAPPA_EXPRESSION})\n" + KAPPA_PRODUCT_SOURCE)
 
 
@@ -198,7 +206,7 @@ extern "C" __global__ void rfw2s_relu_kappa_fused(
             for (int v = 0; v < LANES; ++v) xv[v] = x_s[(tx + TILE * c) * LANES + v];
 #pragma unroll
             for (int r = 0; r < MICRO; ++r) {
-                const double x = fmin(1.0, fmax(-1.0, dot[r][c]));
+                const double x = CLAMP(dot[r][c]);
                 const double k = KAPPA;
 #pragma unroll
                 for (int v = 0; v < LANES; ++v) acc[r][v] += k * xv[v];
@@ -225,8 +233,8 @@ FUSED_INNER_PRODUCTS = False
 
 def kappa_fused_source(dim: int, lanes: int) -> str:
     """:data:`KAPPA_FUSED_SOURCE` for features of ``dim`` coordinates and ``lanes`` vectors."""
-    return (f"#define DIM {int(dim)}\n#define LANES {int(lanes)}\n#define KAPPA ({_CUDA_KAPPA_EXPRESSION})\n"
-            + KAPPA_FUSED_SOURCE)
+    return (f"#define DIM {int(dim)}\n#define LANES {int(lanes)}\n#define CLAMP(v) {_cuda_clamp('(v)')}\n"
+            f"#define KAPPA ({_CUDA_KAPPA_EXPRESSION})\n" + KAPPA_FUSED_SOURCE)
 
 
 def kappa_fused_product_into(A, B, X, d: int, out):
@@ -269,7 +277,7 @@ def kappa_into(R, d: int):
             # ``k`` is read and written in place (an output parameter, like ``y += x``).
             _CUDA_KERNELS["kappa"] = xp.ElementwiseKernel(
                 "float64 scale", "float64 k",
-                f"double x = fmin(1.0, fmax(-1.0, k)); k = {_CUDA_KAPPA_EXPRESSION};",
+                f"double x = {_cuda_clamp('k')}; k = {_CUDA_KAPPA_EXPRESSION};",
                 "rfw2s_relu_kappa")
         _CUDA_KERNELS["kappa"](scale, R)
         return R
