@@ -69,6 +69,7 @@ export OUTDIR ROWS SITE PY ROOT
 # STAGE_CAP is its cap: a body that must write something after its long command gives that
 # command a little less. Exit status 3: skipped (a tool missing), said why.
 stage_body() {
+  inner() { local t=$((STAGE_CAP - $1)); echo $((t > 1 ? t : 1)); }  # the cap less $1 s, at least 1 s
   case "$1" in
     wheels)
       if ! ls .whl/*.whl >/dev/null 2>&1; then
@@ -85,7 +86,7 @@ print("snakemake", snakemake.__version__, "jsonschema", m.version("jsonschema"))
       ;;
     tests)
       local out=/tmp/rfw2s_device_tests.log
-      timeout -k 2 $((STAGE_CAP - 4)) "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
+      timeout -k 2 "$(inner 4)" "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors \
         -m "not workflow" -k cupy tests 2>&1 | tee "$out"
       local rc=${PIPESTATUS[0]}
       local progress  # pytest -q's progress characters: what ran before a stop
@@ -101,14 +102,15 @@ print("snakemake", snakemake.__version__, "jsonschema", m.version("jsonschema"))
       ;;
     racecheck | memcheck)
       local sanitizer
-      sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+      sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
+        /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
       if [ -z "$sanitizer" ]; then
         echo "KEY: no compute-sanitizer on this machine"
         return 3
       fi
       local out=/tmp/rfw2s_device_$1.log fallbacks=0
       [ "$1" = memcheck ] && fallbacks=1  # cuBLAS too; racecheck looks at our shared memory alone
-      RFW2S_SANITIZE_FALLBACKS=$fallbacks timeout -k 2 $((STAGE_CAP - 3)) "$sanitizer" --tool "$1" \
+      RFW2S_SANITIZE_FALLBACKS=$fallbacks timeout -k 2 "$(inner 3)" "$sanitizer" --tool "$1" \
         --error-exitcode 9 "$PY" bench/device_check.py sanitize --rows "$ROWS" 2>&1 | tee "$out"
       local rc=${PIPESTATUS[0]}
       echo "KEY: $(grep -h 'SUMMARY' "$out" | tail -1 | sed 's/^=* *//'); $(grep -h '^KEY: ' "$out" | tail -1 | cut -c6-)"
@@ -120,7 +122,7 @@ print("snakemake", snakemake.__version__, "jsonschema", m.version("jsonschema"))
       cache=$(mktemp -d)  # CuPy's kernel cache empty: every job compiles what it launches, as on a fresh machine
       local start=$SECONDS
       # The target first: after --resources it would be read as a resource.
-      CUPY_CACHE_DIR=$cache timeout -k 2 $((STAGE_CAP - 8)) "$PY" -m snakemake fig2 -s "$ROOT/Snakefile" \
+      CUPY_CACHE_DIR=$cache timeout -k 2 "$(inner 8)" "$PY" -m snakemake fig2 -s "$ROOT/Snakefile" \
         --directory "$work" --configfile "$ROOT/config.yaml" --cores 1 --resources gpu=1
       rc=$?
       local wall=$((SECONDS - start))
