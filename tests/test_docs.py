@@ -13,7 +13,7 @@ from workflow_helpers import REPO, environment
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Shown but not run by the tests: set-up steps CI runs itself (.ci/run), and what needs
 # what this machine lacks (conda, a GPU, a finished run for a report).
-NOT_RUN_HERE = ("conda", "--report", "gpu.sh", "nvidia")
+NOT_RUN_HERE = ("conda", "--report", "nvidia")
 
 
 def _text(path):

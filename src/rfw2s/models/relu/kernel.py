@@ -380,7 +380,7 @@ def ptxas_usage(sources: dict, arch: str = "sm_90", nvcc: str = "nvcc") -> dict:
     (each entry renamed after its source), the runs on every core; ``{name: {"error": ...}}``
     for a source that does not compile."""
     names = list(sources)
-    parts = max(1, min(len(names) // 8, os.cpu_count() or 1))
+    parts = max(1, min(len(names) // 8, usable_cores()))
     with ThreadPoolExecutor(parts) as pool:
         found = pool.map(lambda k: _ptxas_run({n: sources[n] for n in names[k::parts]}, arch, nvcc), range(parts))
     return {name: numbers for part in found for name, numbers in part.items()}
