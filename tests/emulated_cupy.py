@@ -45,6 +45,14 @@ COMPILER = shutil.which("g++")
 MEMORY = {"free": 12 << 30, "total": 16 << 30}
 DEVICE_NAME = "Emulated GPU (NumPy and g++)"
 
+# Device-to-host transfers so far (.get(), float(), bool(), ...): a test reads the difference.
+TRANSFERS = {"count": 0}
+
+
+def _transfer():
+    TRANSFERS["count"] += 1
+
+
 _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct "
              "a NumPy array explicitly.")
 
@@ -58,26 +66,32 @@ class ndarray(NDArrayOperatorsMixin):
     def __init__(self, host: np.ndarray):
         self._a = host
 
-    # --- transfers: explicit only -------------------------------------------------------
+    # --- transfers: explicit only, and counted (each makes the host wait for the device) --
     def get(self) -> np.ndarray:
+        _transfer()
         return self._a.copy()
 
     def __array__(self, *args, **kwargs):
         raise TypeError(_IMPLICIT)
 
     def item(self):
+        _transfer()
         return self._a.item()
 
     def __float__(self):
+        _transfer()
         return float(self._a)
 
     def __int__(self):
+        _transfer()
         return int(self._a)
 
     def __bool__(self):
+        _transfer()
         return bool(self._a)
 
     def __format__(self, spec):
+        _transfer()
         return format(self._a, spec)
 
     def __repr__(self):

@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import NEEDS_COMPILER
 from rfw2s import solve
 from rfw2s.backend import as_backend, to_numpy
 from rfw2s.curves import exact_curves
@@ -143,7 +144,7 @@ def test_a_non_finite_product_stops_lanczos_with_the_size_and_backend(backend):
     be = as_backend(backend)
     W, teachers = _problem(64, sizes=(4,))
     c = be.asarray(np.stack([MODEL.gram(W, U) @ coef for U, coef in teachers], axis=1))
-    with pytest.raises(SolverError, match=rf"non-finite coefficients at step 1 \(M = 64, backend {backend}\)"):
+    with pytest.raises(SolverError, match=rf"non-finite coefficients \(A\) at step 1 \(M = 64, backend {backend}\)"):
         lanczos_curves(lambda X: X * np.nan, 64, c, be.asarray(MODEL.target_moments(W)), MODEL.target_norm2,
                        TS)
 
@@ -448,3 +449,46 @@ def test_matrix_free_lanczos_with_the_inner_products_fused_agrees_with_eigh(cupy
     dense = exact_curves(MODEL, W, teachers, TS, operator="eigh")
     fused = exact_curves(MODEL, W, teachers, TS, operator="tiled", backend=cupy_backend)
     assert fused.converged and np.max(np.abs(fused.losses / dense.losses - 1)) < 1e-10
+
+
+@NEEDS_COMPILER
+def test_a_lanczos_step_on_the_gpu_never_waits_for_the_host_and_a_check_waits_once(monkeypatch, rng):
+    # Counted on the emulated CuPy, which counts every device-to-host transfer (.get(), float(),
+    # bool(), ...): the steps make none, a check of the stopping rule one.
+    import emulated_cupy
+    from rfw2s.krylov import BlockLanczos
+
+    cupy = emulated_cupy.install(monkeypatch)
+    M, p = 120, 3
+    basis, _ = np.linalg.qr(rng.standard_normal((M, M)))
+    K = cupy.asarray((basis * np.geomspace(1.0, 1e-6, M)) @ basis.T)
+    start = rng.standard_normal((M, p))
+    start[:, 2] = start[:, 1]  # an exhausted direction: its column is zeroed on the device
+    run = BlockLanczos(lambda X: K @ X, cupy.asarray(start), 40)
+    before = emulated_cupy.TRANSFERS["count"]
+    for _ in range(30):
+        run.step()
+    assert emulated_cupy.TRANSFERS["count"] == before
+    theta, S, extra = run.ritz(run.basis[:5] @ K)
+    assert emulated_cupy.TRANSFERS["count"] == before + 1
+    assert isinstance(extra, np.ndarray) and extra.shape == (5, M)
+    host = BlockLanczos(lambda X: to_numpy(K) @ X, start, 40)  # the CPU's run: the same recurrence
+    for _ in range(30):
+        host.step()
+    assert np.allclose(host.tridiagonal(), run.tridiagonal(), rtol=0, atol=1e-12)
+    assert run.second_passes == host.second_passes
+
+
+@NEEDS_COMPILER
+def test_lanczos_curves_on_the_gpu_transfer_once_per_check(monkeypatch):
+    import emulated_cupy
+
+    cupy = emulated_cupy.install(monkeypatch)
+    W, teachers = _problem(256, sizes=(16, 64))
+    G = cupy.asarray(MODEL.gram(W, W))
+    c = cupy.asarray(np.stack([MODEL.gram(W, U) @ coef for U, coef in teachers], axis=1))
+    m = cupy.asarray(MODEL.target_moments(W))
+    before = emulated_cupy.TRANSFERS["count"]
+    result = lanczos_curves(lambda X: (G @ X) / 256, 256, c, m, MODEL.target_norm2, TS)
+    checks = 1 + (result.steps - 20) // 10  # from step 20, every 10 steps
+    assert result.converged and emulated_cupy.TRANSFERS["count"] - before <= 1 + checks  # + R, once at the start

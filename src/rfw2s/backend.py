@@ -159,6 +159,17 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def to_host(*arrays) -> list[np.ndarray]:
+    """Host copies of several arrays of one library in one transfer (a device waits for the
+    host once, not once per array)."""
+    if not arrays or not type(arrays[0]).__module__.startswith("cupy"):
+        return [np.asarray(a) for a in arrays]
+    xp = array_namespace(*arrays)
+    flat = to_numpy(xp.concatenate([xp.ravel(xp.asarray(a, dtype=xp.float64)) for a in arrays]))
+    edges = np.cumsum([0] + [int(np.prod(a.shape)) for a in arrays])
+    return [flat[lo:hi].reshape(a.shape) for a, lo, hi in zip(arrays, edges[:-1], edges[1:])]
+
+
 def versions() -> dict[str, str]:
     """Library versions and device, recorded in every artifact's metadata. Read from the
     installed distributions, not by importing them (a job that does not use pandas does not

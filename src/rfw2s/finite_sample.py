@@ -149,18 +149,17 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
 
         def evaluate():
             nonlocal projected
-            theta, S = lanczos_run.ritz()
             k = lanczos_run.steps * lanczos_run.p
             Q = lanczos_run.basis[:k]
             old = projected.shape[0]
             # H only on the rows added since the last check: their columns of Q H Q^T, whose
-            # transpose is their rows (H is symmetric).
-            columns = to_numpy(Q @ H(Q[old:k].T))
+            # transpose is their rows (H is symmetric). One transfer with the Ritz pairs.
+            theta, S, columns, Qm = lanczos_run.ritz(Q @ H(Q[old:k].T), Q @ m)
             corner = (columns[old:] + columns[old:].T) / 2.0
             projected = np.block([[projected, columns[:old]], [columns[:old].T, corner]])
             bound = rule.bind(float(theta.max()))
             b_hat = S[:lanczos_run.p].T @ lanczos_run.R
-            losses = sample_loss_in_eigenbasis(bound, theta, b_hat, S.T @ projected @ S, S.T @ to_numpy(Q @ m), F, M)
+            losses = sample_loss_in_eigenbasis(bound, theta, b_hat, S.T @ projected @ S, S.T @ Qm, F, M)
             return losses, bound
 
         result = run_to_tolerance(lanczos_run, evaluate, settings["tol"])

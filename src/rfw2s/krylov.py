@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_namespace, one_blas_thread, to_numpy
+from .backend import array_namespace, one_blas_thread, to_host, to_numpy
 from .solve import SolverError
 from .spectral import loss_in_eigenbasis
 
@@ -48,24 +48,25 @@ class KrylovCurves:
     rule: object  # the filter as evaluated (a relative step resolved against the top Ritz value)
 
 
-def _orthonormalize(W, scale: float, xp):
+def _orthonormalize(W, scale, xp):
     """``W = Q B``: modified Gram-Schmidt (twice) on the columns of ``W``, which are already
     orthogonal to the earlier blocks. A column left with norm under ``1e-14 scale`` is an
-    exhausted direction: zero in ``Q`` and in its row of ``B``, so it adds nothing after."""
+    exhausted direction: zero in ``Q`` and in its row of ``B``, so it adds nothing after.
+    Everything stays in the library of ``W`` (on a GPU: no transfer to the host)."""
     p = W.shape[1]
     Q = xp.zeros_like(W)
-    B = np.zeros((p, p))
+    B = xp.zeros((p, p))
     for j in range(p):
         v = W[:, j]
         for _ in range(2):
             if j:
                 coeff = Q[:, :j].T @ v
                 v = v - Q[:, :j] @ coeff
-                B[:j, j] += to_numpy(coeff)
-        norm = float(xp.sqrt(xp.sum(v * v)))
-        if norm > 1e-14 * scale:
-            Q[:, j] = v / norm
-            B[j, j] = norm
+                B[:j, j] += coeff
+        norm = xp.sqrt(xp.sum(v * v))
+        kept = norm > 1e-14 * scale
+        Q[:, j] = xp.where(kept, v / xp.where(kept, norm, 1.0), 0.0)
+        B[j, j] = xp.where(kept, norm, 0.0)
     return Q, B
 
 
@@ -73,67 +74,93 @@ class BlockLanczos:
     """Block Lanczos with full re-orthogonalisation (a second pass only where needed) on a
     symmetric positive semi-definite operator known by its products, started from the columns
     of ``X`` (``X = Q_1 R``). After ``k`` steps the block tridiagonal ``T_k`` and the basis
-    ``Q_k`` (rows) give ``X^T f(K) X ~ R^T E_1^T f(T_k) E_1 R`` and ``f(K) X ~ Q_k^T f(T_k) E_1 R``."""
+    ``Q_k`` (rows) give ``X^T f(K) X ~ R^T E_1^T f(T_k) E_1 R`` and ``f(K) X ~ Q_k^T f(T_k) E_1 R``.
+
+    On a GPU a step never waits for the host: the recurrence's coefficients, the decision to
+    project twice and the scale of exhausted directions stay on the device, and the host sees
+    them once per check of the stopping rule (:meth:`ritz`), with whatever else the check needs,
+    in one transfer. (The CPU decides the second pass on the host: it then skips its cost.)"""
 
     def __init__(self, matvec, X, max_steps: int):
         self.xp = xp = array_namespace(X)
+        self.on_device = xp is not np
         self.matvec = matvec
         self.M, self.p = X.shape
-        self.q, self.R = _orthonormalize(X, float(xp.max(xp.sqrt(xp.sum(X * X, axis=0)))), xp)
+        self.q, R = _orthonormalize(X, xp.max(xp.sqrt(xp.sum(X * X, axis=0))), xp)
+        self.R = to_numpy(R)  # once, at the start: every check needs it on the host
         self.max_steps = min(max_steps, self.M)
         # Block k in rows k p ... (k + 1) p: the products with the basis are gemm.
         self.basis = xp.zeros((self.max_steps * self.p, self.M))
-        self.A = np.zeros((self.max_steps, self.p, self.p))
-        self.B = np.zeros((self.max_steps, self.p, self.p))
+        self.A = xp.zeros((self.max_steps, self.p, self.p))
+        self.B = xp.zeros((self.max_steps, self.p, self.p))
         self.steps = 0
-        self._scale = 0.0
-        self.second_passes = 0  # steps whose block needed the whole basis projected out twice
+        self._scale = xp.zeros(())
+        self._second_passes = xp.zeros((), dtype=xp.int64)
+
+    @property
+    def second_passes(self) -> int:
+        """Steps whose block needed the whole basis projected out twice."""
+        return int(to_numpy(self._second_passes))
 
     def step(self) -> None:
         k, p, xp = self.steps, self.p, self.xp
         self.basis[k * p:(k + 1) * p] = self.q.T
         w = self.matvec(self.q)
-        a = to_numpy(self.q.T @ w)
-        self.A[k] = (a + a.T) / 2.0
+        a = self.q.T @ w
+        a = (a + a.T) / 2.0
+        self.A[k] = a
         # The block three-term recurrence first (it removes w's large components), then the
         # whole basis, again only where a column kept less than 1/sqrt(2) of its norm (twice is
         # enough: Daniel, Gragg, Kaufman & Stewart 1976): one pass over the basis a step, not two.
-        w = w - self.q @ xp.asarray(self.A[k])
+        w = w - self.q @ a
         if k:
-            w = w - self.basis[(k - 1) * p:k * p].T @ xp.asarray(self.B[k - 1].T)
+            w = w - self.basis[(k - 1) * p:k * p].T @ self.B[k - 1].T
         earlier = self.basis[:(k + 1) * p]
         before = xp.sum(w * w, axis=0)
         w = w - earlier.T @ (earlier @ w)
-        # >=: an exhausted direction's column is exactly zero and stays so (no second pass).
-        if not bool(xp.all(xp.sum(w * w, axis=0) >= 0.5 * before)):
-            self.second_passes += 1
+        # An exhausted direction's column is exactly zero and stays so (0 < 0 is false: no second pass).
+        again = xp.any(xp.sum(w * w, axis=0) < 0.5 * before)
+        if self.on_device:  # the pass is cheaper than asking the host whether it is needed
+            w = xp.where(again, w - earlier.T @ (earlier @ w), w)
+        elif again:
             w = w - earlier.T @ (earlier @ w)
-        if not np.all(np.isfinite(self.A[k])):
-            raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {self.M}, "
-                              f"backend {xp.__name__})")
-        self._scale = max(self._scale, float(np.max(np.abs(self.A[k]))))
+        self._second_passes = self._second_passes + again
+        self._scale = xp.maximum(self._scale, xp.max(xp.abs(a)))
         self.q, self.B[k] = _orthonormalize(w, self._scale, xp)
-        if not np.all(np.isfinite(self.B[k])):
-            raise SolverError(f"Lanczos produced non-finite coefficients at step {k + 1} (M = {self.M}, "
-                              f"backend {xp.__name__})")
         self.steps = k + 1
 
-    def tridiagonal(self) -> np.ndarray:
+    def coefficients(self, *extra) -> tuple:
+        """``(A, B, *extra)`` on the host in one transfer: the blocks of ``T_k`` (checked finite)
+        and any device arrays a check needs besides."""
+        k = self.steps
+        A, B, *rest = to_host(self.A[:k], self.B[:k], *extra)
+        for name, blocks in (("A", A), ("B", B)):
+            bad = np.flatnonzero(~np.isfinite(blocks).reshape(k, -1).all(axis=1))
+            if bad.size:
+                raise SolverError(f"Lanczos produced non-finite coefficients ({name}) at step {bad[0] + 1} "
+                                  f"(M = {self.M}, backend {self.xp.__name__}): non-finite inputs or kernel values")
+        return (A, B, *rest)
+
+    def tridiagonal(self, A=None, B=None) -> np.ndarray:
         """``T_k`` (``k p`` square, on the host): ``A`` on the block diagonal, ``B`` below it."""
+        if A is None:
+            A, B = self.coefficients()
         k, p = self.steps, self.p
         T = np.zeros((k * p, k * p))
         for i in range(k):
-            T[i * p:(i + 1) * p, i * p:(i + 1) * p] = self.A[i]
+            T[i * p:(i + 1) * p, i * p:(i + 1) * p] = A[i]
             if i + 1 < k:
-                T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = self.B[i]
-                T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = self.B[i].T
+                T[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = B[i]
+                T[i * p:(i + 1) * p, (i + 1) * p:(i + 2) * p] = B[i].T
         return T
 
-    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+    def ritz(self, *extra) -> tuple:
         """Ritz values (clipped at 0: the operator is PSD, negative ones are round-off) and the
-        eigenvectors ``S`` of ``T_k`` (``T_k = S diag(theta) S^T``), on the host."""
-        theta, S = np.linalg.eigh(self.tridiagonal())
-        return np.maximum(theta, 0.0), S
+        eigenvectors ``S`` of ``T_k`` (``T_k = S diag(theta) S^T``), on the host, followed by the
+        host copies of ``extra`` device arrays: one transfer for the whole check."""
+        A, B, *rest = self.coefficients(*extra)
+        theta, S = np.linalg.eigh(self.tridiagonal(A, B))
+        return (np.maximum(theta, 0.0), S, *rest)
 
 
 def run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int = 20) -> KrylovCurves:
