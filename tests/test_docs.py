@@ -172,13 +172,14 @@ def test_conda_environments_pin_the_versions_the_tests_run_with():
     import numpy
     import pandas
     import pyarrow
+    import sklearn
     import tomllib
     import yaml
 
     tested = {"numpy": numpy.__version__, "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
-              "matplotlib-base": matplotlib.__version__}
+              "matplotlib-base": matplotlib.__version__, "scikit-learn": sklearn.__version__}
     project = tomllib.loads(_text(REPO / "pyproject.toml"))["project"]["dependencies"]
-    lower = {re.match(r"[a-z]+", d).group(0): re.search(r">=([\d.]+)", d).group(1) for d in project}
+    lower = {re.match(r"[a-z-]+", d).group(0): re.search(r">=([\d.]+)", d).group(1) for d in project}
     lower["matplotlib-base"] = lower.pop("matplotlib")
     for name in ("rfw2s.yaml", "rfw2s-gpu.yaml"):
         env = yaml.safe_load(_text(REPO / "envs" / name))
