@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfw2s.analysis import fit_exponents, loglog_fit, overall_fit, sort_losses, summarize
+from rfw2s.analysis import (fit_exponents, loglog_fit, overall_fit, performance_gap_recovered, sort_losses, summarize,
+                            undefined_pgr)
 
 
 def _synthetic_losses(exponents, rng):
@@ -17,8 +18,9 @@ def _synthetic_losses(exponents, rng):
             for t, L in zip(ts, L_ST):
                 rows.append(dict(replicate=rep, m_te=m_te, m_st=256, n=np.inf, rule="gradient_flow", d=4, grid=t, t=t,
                                  L_TE=L_TE, L_ST=L, ratio=L / L_TE,
-                                 L_ST_inf=L / 2, ratio_inf=L / (2 * L_TE), L_floor=0.0, solver="eigh", lanczos_steps=0,
-                                 achieved_tol=np.nan))
+                                 L_ST_inf=L / 2, ratio_inf=L / (2 * L_TE), L_floor=0.0, L_ceiling=L / 4,
+                                 accuracy_TE=np.nan, accuracy_ST=np.nan, accuracy_ceiling=np.nan, solver="eigh",
+                                 lanczos_steps=0, achieved_tol=np.nan))
     return pd.DataFrame(rows).sample(frac=1.0, random_state=rng.integers(1 << 31))
 
 
@@ -86,3 +88,32 @@ def test_a_fit_per_width_or_over_every_teacher_names_its_student_width(rng):
     assert overall_fit(per_rule, rule="ridge")["exponent"] == pytest.approx(1.1 * 1.6)
     sizes = pd.concat([summary, summary.assign(n=512.0)])
     assert sorted(fit_exponents(sizes, by=["n"])["n"].unique()) == [512.0, np.inf]
+
+
+def test_pgr_is_0_at_the_teacher_1_at_the_ceiling_and_undefined_where_the_ceiling_is_no_better():
+    assert performance_gap_recovered(0.3, 0.3, 0.1) == 0.0
+    assert performance_gap_recovered(0.3, 0.1, 0.1) == 1.0
+    assert performance_gap_recovered(0.3, 0.2, 0.1) == pytest.approx(0.5)
+    assert performance_gap_recovered(0.8, 0.9, 1.0, higher_is_better=True) == pytest.approx(0.5)
+    assert performance_gap_recovered(0.8, 0.8, 1.0, higher_is_better=True) == 0.0
+    for weak, ceiling, higher in ((0.1, 0.1, False), (0.1, 0.2, False), (0.9, 0.9, True), (0.9, 0.8, True)):
+        assert np.isnan(performance_gap_recovered(weak, 0.05, ceiling, higher_is_better=higher))
+
+
+def test_the_summary_holds_the_ceiling_and_pgr_with_reasons_for_the_undefined(rng):
+    losses = _synthetic_losses([1.5], rng)
+    losses["accuracy_TE"] = 0.7
+    losses["accuracy_ST"] = np.where(losses["t"] == losses["t"].max(), 0.8, 0.75)
+    losses["accuracy_ceiling"] = 0.9
+    summary = summarize(sort_losses(losses))
+    # The ceiling's curve is the student's over 4: its best is the student's best over 4.
+    assert np.allclose(summary["L_ceiling"], summary["L_ST_min"] / 4)
+    want = (summary["L_TE"] - summary["L_ST_min"]) / (summary["L_TE"] - summary["L_ST_min"] / 4)
+    assert np.allclose(summary["pgr"], want)
+    assert np.allclose(summary["best_accuracy_ST"], 0.8) and np.allclose(summary["pgr_accuracy"], 0.5)
+    assert undefined_pgr(summary) == []
+    losses["accuracy_ceiling"] = 0.6  # no better than the teacher: undefined, and said why
+    summary = summarize(sort_losses(losses))
+    assert summary["pgr_accuracy"].isna().all() and summary["pgr"].notna().all()
+    notes = undefined_pgr(summary)
+    assert len(notes) == len(summary) and "accuracy_ceiling 0.6 is no higher than the teacher's accuracy_TE 0.7" in notes[0]

@@ -99,7 +99,7 @@ BAD_CONFIGS = {
     "negative teacher size": (_set(EXP + ("m_te",), [-4, 8]), "m_te"),
     "time grid min >= max": (_set(EXP + ("t",), {"min": 1e5, "max": 1e2, "num": 10}), "experiments.tiny.t"),
     "time grid one point": (_set(EXP + ("t",), {"min": 1, "max": 1e2, "num": 1}), "num"),
-    "unknown model": (_set(EXP + ("model",), "resnet"), "'resnet' is not one of ['linear_spiked', 'relu_sphere'"),
+    "unknown model": (_set(EXP + ("model",), "resnet"), "'resnet' is not one of ['dataset', 'linear_spiked', 'relu_sphere'"),
     "unknown backend": (_set(("backend",), "tpu"), "backend"),
     "missing seed": (_delete(EXP + ("seed",)), "seed"),
     "no experiments": (_set(("experiments",), {}), "experiments"),

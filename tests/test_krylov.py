@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from conftest import NEEDS_COMPILER
-from rfw2s import solve
+from rfw2s import dense
 from rfw2s.backend import as_backend, to_numpy
 from rfw2s.curves import exact_curves
 from rfw2s.krylov import lanczos_curves
 from rfw2s.models import relu_sphere
 from rfw2s.seeding import seed_sequence
 from rfw2s.solve import SolverError, fit_teacher, symmetric_eigh
+from rfw2s.spectral import Filtered
 from rfw2s.spectral import GradientFlow
 
 MODEL = relu_sphere(32)
@@ -135,7 +136,7 @@ def test_a_failed_eigendecomposition_raises_with_the_size_and_backend(backend):
 
 
 def test_numpy_refuses_a_dense_eigh_lapack_cannot_do(monkeypatch):
-    monkeypatch.setattr(solve, "NUMPY_EIGH_MAX_N", 4)  # 32766 in truth: too big to allocate here
+    monkeypatch.setattr(dense, "NUMPY_EIGH_MAX_N", 4)  # 32766 in truth: too big to allocate here
     with pytest.raises(SolverError, match=r"5 x 5 matrix on numpy: LAPACK eigh fails for n >= 5; use a GPU"):
         symmetric_eigh(np.eye(5), as_backend("numpy"))
 
@@ -409,7 +410,7 @@ def test_lanczos_steps_run_blas_at_one_thread_only_around_a_product_that_owns_th
 
         def evaluate():
             in_checks.extend(blas_threads())
-            return np.ones((1, 1)), None  # unchanged curves: converged at the second check
+            return Filtered(np.ones((1, 1)), None, None)  # unchanged curves: converged at the second check
 
         matvec.owns_cores = owns_cores
         with threadpool_limits(limits=2, user_api="blas"):

@@ -134,7 +134,7 @@ def test_every_model_module_is_reached_by_its_import_path():
 
 
 def test_unknown_model_lists_available():
-    with pytest.raises(ValueError, match="available: linear_spiked, relu_sphere"):
+    with pytest.raises(ValueError, match="available: dataset, linear_spiked, relu_sphere"):
         make_model("no_such_model", d=3)
 
 

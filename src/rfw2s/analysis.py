@@ -10,12 +10,14 @@ import numpy as np
 # writes its rows (curve_columns) without it, and spares its start-up.
 
 # Bump when a change alters the numbers of the experiment tables (summary, fit).
-TABLES_VERSION = "1"
+TABLES_VERSION = "2"
 
 LOSS_COLUMNS = ["replicate", "m_te", "m_st", "n", "rule", "d", "grid", "t", "L_TE", "L_ST", "ratio", "L_ST_inf",
-                "ratio_inf", "L_floor", "solver", "lanczos_steps", "achieved_tol"]
+                "ratio_inf", "L_floor", "L_ceiling", "accuracy_TE", "accuracy_ST", "accuracy_ceiling", "solver",
+                "lanczos_steps", "achieved_tol"]
 SUMMARY_COLUMNS = ["replicate", "m_te", "m_st", "n", "rule", "L_TE", "L_ST_min", "grid_best", "t_best", "ratio_best",
-                   "L_ST_inf_min", "grid_inf_best", "t_inf_best", "ratio_inf_best", "L_floor"]
+                   "L_ST_inf_min", "grid_inf_best", "t_inf_best", "ratio_inf_best", "L_floor", "L_ceiling", "pgr",
+                   "accuracy_TE", "best_accuracy_ST", "accuracy_ceiling", "pgr_accuracy"]
 DEGREE_COLUMNS = ["replicate", "m_te", "rule", "degree", "grid", "t", "L_ST_inf", "L_TE"]
 FIT_COLUMNS = ["m_st", "n", "rule", "width", "scope", "replicate", "exponent", "exponent_se", "intercept",
                "n_points"]
@@ -37,18 +39,24 @@ def curve_columns(replicate: int, W, teachers, rule, result, infinite, floor: fl
     m_st, d = W.shape
     rules = each_rule(result.rule)
     columns = {name: [] for name in LOSS_COLUMNS}
-    for teacher, L_ST, curve in zip(teachers, result.losses, infinite):
-        L_inf = np.full_like(L_ST, np.nan) if curve is None else curve.losses
-        L_TE = float(teacher["loss"])
+    nan = np.full_like(result.ceiling, np.nan)
+    for i, (teacher, L_ST, curve) in enumerate(zip(teachers, result.losses, infinite)):
+        L_inf = nan if curve is None else curve.losses
+        # Measured where the student is: the teacher's own loss, or on a split's test rows.
+        L_TE = float(teacher["loss"] if result.teacher_losses is None else result.teacher_losses[i])
+        accuracy_TE = np.nan if result.teacher_accuracy is None else float(result.teacher_accuracy[i])
+        accuracy_ST = nan if result.accuracy is None else result.accuracy[i]
+        accuracy_ceiling = nan if result.ceiling_accuracy is None else result.ceiling_accuracy
         start = 0
         for r in rules:
             part = slice(start, start + r.grid.size)
             start += r.grid.size
-            values = {"replicate": replicate, "m_te": int(teacher["coef"].size), "m_st": m_st, "n": float(n),
+            values = {"replicate": replicate, "m_te": int(teacher["coef"].shape[0]), "m_st": m_st, "n": float(n),
                       "rule": r.name, "d": d, "grid": r.grid, "t": r.times, "L_TE": L_TE, "L_ST": L_ST[part],
                       "ratio": L_ST[part] / L_TE, "L_ST_inf": L_inf[part], "ratio_inf": L_inf[part] / L_TE,
-                      "L_floor": float(floor), "solver": result.solver, "lanczos_steps": result.steps,
-                      "achieved_tol": result.achieved_tol}
+                      "L_floor": float(floor), "L_ceiling": result.ceiling[part], "accuracy_TE": accuracy_TE,
+                      "accuracy_ST": accuracy_ST[part], "accuracy_ceiling": accuracy_ceiling[part],
+                      "solver": result.solver, "lanczos_steps": result.steps, "achieved_tol": result.achieved_tol}
             for name, value in values.items():
                 columns[name].append(np.broadcast_to(np.asarray(value), (r.grid.size,)))
     return {name: np.concatenate(parts) for name, parts in columns.items()}
@@ -71,12 +79,18 @@ def overview(summary: pd.DataFrame, fit: pd.DataFrame) -> str:
     of each curve's best point, and the pooled fitted exponents."""
     import pandas as pd
 
-    table = summary.groupby(["rule", "n", "m_st", "m_te"]).agg(
-        L_TE=("L_TE", "mean"), L_ST_min=("L_ST_min", "mean"), ratio_best=("ratio_best", "mean"),
-        ratio_spread=("ratio_best", lambda r: r.max() - r.min()), grid_best=("grid_best", "median"),
-        ratio_inf_best=("ratio_inf_best", "mean"))
-    lines = [f"{summary['replicate'].nunique()} replicates (means over replicates)"]
-    with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
+    columns = dict(L_TE=("L_TE", "mean"), L_ST_min=("L_ST_min", "mean"), ratio_best=("ratio_best", "mean"),
+                   ratio_spread=("ratio_best", lambda r: r.max() - r.min()), grid_best=("grid_best", "median"),
+                   ratio_inf_best=("ratio_inf_best", "mean"), L_ceiling=("L_ceiling", "mean"), pgr=("pgr", "mean"))
+    if summary["accuracy_TE"].notna().any():
+        columns.update(accuracy_TE=("accuracy_TE", "mean"), best_accuracy_ST=("best_accuracy_ST", "mean"),
+                       accuracy_ceiling=("accuracy_ceiling", "mean"), pgr_accuracy=("pgr_accuracy", "mean"))
+    table = summary.groupby(["rule", "n", "m_st", "m_te"]).agg(**columns)
+    lines = [f"{summary['replicate'].nunique()} replicates (means over replicates); L_ceiling: the same student "
+             "trained on the truth; pgr = (L_TE - L_ST_min) / (L_TE - L_ceiling), the performance gap recovered "
+             "(the student's and the ceiling's best over the grid: oracle early stopping)"]
+    with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 200,
+                           "display.max_columns", 40):
         lines.append(table.to_string())
     for _, row in fit[fit["scope"] == "all"].iterrows():
         if np.isfinite(row["exponent"]):
@@ -112,9 +126,21 @@ def _best(losses: pd.DataFrame, column: str) -> pd.DataFrame:
                         on=KEYS, how="left", validate="one_to_one")
 
 
+def performance_gap_recovered(weak, strong, ceiling, higher_is_better: bool = False):
+    """Burns et al.'s PGR, ``(weak - strong) / (weak - ceiling)``: 0 where the student does only as
+    well as its teacher, 1 where as well as the same student trained on the truth. NaN where the
+    ceiling is no better than the teacher (the denominator is not positive)."""
+    weak, strong, ceiling = (np.asarray(a, dtype=np.float64) for a in (weak, strong, ceiling))
+    gap = (ceiling - weak) if higher_is_better else (weak - ceiling)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(gap > 0, (weak - strong) / (weak - ceiling), np.nan)
+
+
 def summarize(losses: pd.DataFrame) -> pd.DataFrame:
     """One row per curve (replicate, m_te, m_st, n, rule): the best grid value (and its time)
-    and the loss there, finite and infinite width."""
+    and the loss there, finite and infinite width; the strong ceiling's best loss and the PGR;
+    where the target has classes, the teacher's accuracy, the best of the student's and of the
+    ceiling's, and the accuracy PGR. Every best is over the grid ("oracle" early stopping)."""
     finite = _best(losses, "L_ST")[KEYS + ["L_TE", "L_ST", "grid", "t", "L_floor"]]
     finite = finite.rename(columns={"L_ST": "L_ST_min", "grid": "grid_best", "t": "t_best"})
     finite["ratio_best"] = finite["L_ST_min"] / finite["L_TE"]
@@ -122,7 +148,27 @@ def summarize(losses: pd.DataFrame) -> pd.DataFrame:
     infinite = infinite.rename(columns={"L_ST_inf": "L_ST_inf_min", "grid": "grid_inf_best", "t": "t_inf_best"})
     out = finite.merge(infinite, on=KEYS, how="left", validate="one_to_one")
     out["ratio_inf_best"] = out["L_ST_inf_min"] / out["L_TE"]
+    best = losses.groupby(KEYS, sort=True).agg(L_ceiling=("L_ceiling", "min"), accuracy_TE=("accuracy_TE", "first"),
+                                               best_accuracy_ST=("accuracy_ST", "max"),
+                                               accuracy_ceiling=("accuracy_ceiling", "max")).reset_index()
+    out = out.merge(best, on=KEYS, how="left", validate="one_to_one")
+    out["pgr"] = performance_gap_recovered(out["L_TE"], out["L_ST_min"], out["L_ceiling"])
+    out["pgr_accuracy"] = performance_gap_recovered(out["accuracy_TE"], out["best_accuracy_ST"],
+                                                    out["accuracy_ceiling"], higher_is_better=True)
     return out[SUMMARY_COLUMNS].sort_values(KEYS).reset_index(drop=True)
+
+
+def undefined_pgr(summary: pd.DataFrame) -> list[str]:
+    """Why each undefined PGR of a summary is undefined (its ceiling no better than its teacher)."""
+    notes = []
+    for column, weak, ceiling, better in (("pgr", "L_TE", "L_ceiling", "lower"),
+                                          ("pgr_accuracy", "accuracy_TE", "accuracy_ceiling", "higher")):
+        rows = summary[summary[column].isna() & summary[ceiling].notna() & summary[weak].notna()]
+        for _, row in rows.iterrows():
+            notes.append(f"{column} undefined for replicate {row['replicate']}, M_TE = {row['m_te']}, M_ST = "
+                         f"{row['m_st']}, {row['rule']}: the ceiling's {ceiling} {row[ceiling]:.6g} is no "
+                         f"{better} than the teacher's {weak} {row[weak]:.6g}")
+    return notes
 
 
 def degree_table(replicate: int, teacher: dict, rule, curve, degrees, remainder: float = 0.0) -> pd.DataFrame:
@@ -144,7 +190,7 @@ def degree_table(replicate: int, teacher: dict, rule, curve, degrees, remainder:
     parts["rest"] = (curve.losses - listed - remainder, L_TE - listed_te - remainder)
     if remainder:
         parts["radial"] = (np.full_like(curve.losses, remainder), remainder)
-    m_te = int(teacher["coef"].size)
+    m_te = int(teacher["coef"].shape[0])
     frames, start = [], 0
     for r in each_rule(rule):
         grid = slice(start, start + r.grid.size)

@@ -195,6 +195,8 @@ def cmd_aggregate(a):
     with artifacts.atomic_path(a.out_table) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
     log.info("summary:\n%s\nfit:\n%s", summary.to_string(index=False), fit.to_string(index=False))
+    for note in analysis.undefined_pgr(summary):
+        log.warning(note)
 
 
 def cmd_figures(a):
@@ -205,6 +207,15 @@ def cmd_figures(a):
     _imports_done()
     losses, summary, fit = (pd.read_parquet(p) for p in (a.losses, a.summary, a.fit))
     plotting.figure_2_files(losses, summary, fit, json.loads(a.show), a.title, Path(a.out_dir), a.dpi, a.spread)
+
+
+def cmd_accuracy_figure(a):
+    import pandas as pd
+
+    from . import plotting
+
+    _imports_done()
+    plotting.accuracy_file(pd.read_parquet(a.losses), json.loads(a.show), a.title, Path(a.out), a.dpi, a.spread)
 
 
 def cmd_degree_figure(a):
@@ -318,13 +329,21 @@ def _parser() -> argparse.ArgumentParser:
     for opt in ("--out-losses", "--out-summary", "--out-fit", "--out-table"):
         s.add_argument(opt, required=True)
 
-    s = add("figures", cmd_figures, "Figures 2(a) and 2(b)", recipe=False)
+    s = add("figures", cmd_figures, "Figures 2(a) and 2(b), and the PGR against M_TE", recipe=False)
     for opt in ("--losses", "--summary", "--fit", "--out-dir", "--title"):
         s.add_argument(opt, required=True)
     s.add_argument("--dpi", type=int, required=True)
     s.add_argument("--spread", choices=("range", "std"), required=True)
     s.add_argument("--show", default="{}", help="JSON: the swept values to draw (m_st, n, rule) where there are "
                                                 "several")
+
+    s = add("accuracy-figure", cmd_accuracy_figure, "accuracy against training time (a target with classes)",
+            recipe=False)
+    for opt in ("--losses", "--title", "--out"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--dpi", type=int, required=True)
+    s.add_argument("--spread", choices=("range", "std"), required=True)
+    s.add_argument("--show", default="{}", help="JSON: the swept values to draw")
 
     s = add("degree-figure", cmd_degree_figure, "the loss degree by degree", recipe=False)
     for opt in ("--degrees", "--losses", "--title", "--out"):

@@ -17,7 +17,7 @@ from . import models
 
 # Keys every experiment may have; all others are the model's own parameters.
 COMMON_KEYS = ("model", "m_st", "m_te", "replicates", "seed", "t", "validation", "gpu_only", "degrees", "rule",
-               "samples", "teacher_samples")
+               "samples", "teacher_samples", "split", "show")
 # A YAML 1.1 float without a sign in its exponent (1.0e2), which PyYAML leaves a string.
 _EXPONENT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE]\d+$")
 
@@ -310,6 +310,38 @@ def drop_gpu_only(config: dict, backend: str) -> list[str]:
     return skipped
 
 
+def _dataset_problems(key: str, exp: dict, spec: dict) -> list[str]:
+    """A dataset as the population: what it cannot be asked for, and a split its rows cannot give."""
+    from .datasets import ROLES, split_sizes
+
+    if spec["name"] != "dataset":
+        return [f"{key}.split: the split protocol divides a dataset's rows; model {spec['name']} has none (model: "
+                "dataset)"] if "split" in exp else []
+    problems = [f"{key}.{other}: a dataset's population is its rows, so a student is not trained on samples of it; "
+                "use split (the teacher, the student and the measure each on their own rows)"
+                for other in ("samples", "teacher_samples", "validation") if exp.get(other)]
+    if "degrees" in exp:
+        problems.append(f"{key}.degrees: a dataset has no expansion in degrees")
+    rows, fitted_on, where = spec["rows"], spec["rows"], "the dataset's"
+    split = exp.get("split")
+    if split:
+        total = sum(float(split[r]) for r in ROLES)
+        if total > 1 + 1e-12:
+            problems.append(f"{key}.split: the fractions teacher + student + test add up to {total:g}; at most 1 (the "
+                            "splits are disjoint)")
+        sizes = split_sizes(rows, split)
+        small = [f"{r} {sizes[r]}" for r in ROLES if sizes[r] < 2]
+        if small:
+            problems.append(f"{key}.split: {rows} rows give too few rows for a role ({', '.join(small)}); each needs at "
+                            "least 2: larger fractions, or a larger dataset")
+        fitted_on, where = sizes["teacher"], "the teacher split's"
+    exact = sorted(m for m in exp["m_te"] if int(m) >= fitted_on)
+    if exact:
+        problems.append(f"{key}.m_te: {exact} teacher features for {where} {fitted_on} rows: such a teacher fits its "
+                        f"target exactly (L_TE = 0), so no ratio or PGR exists; every m_te must be below {fitted_on}")
+    return problems
+
+
 def semantic_problems(config: dict) -> list[str]:
     """What the schema cannot express: orderings and consistency between keys."""
     problems = []
@@ -322,7 +354,8 @@ def semantic_problems(config: dict) -> list[str]:
         try:
             widths = {m: student_widths(exp, model_spec(exp, m)) for m in m_te}
         except ValueError as exc:
-            problems.append(f"{key}: {exc}")
+            blamed = getattr(exc, "key", None)  # a dataset names the key of its own problem
+            problems.append(f"{key}.{blamed}: {exc.message}" if blamed else f"{key}: {exc}")
             continue
         too_big = sorted(m for m, ws in widths.items() if any(m >= w for w in ws))
         if too_big:
@@ -333,6 +366,12 @@ def semantic_problems(config: dict) -> list[str]:
             problems.append(f"{key}.degrees: model {exp['model']} has no expansion in degrees; only "
                             + ", ".join(n for n, m in sorted(models.REGISTRY.items()) if getattr(m, "PER_DEGREE", False))
                             + " has")
+        problems += _dataset_problems(key, exp, model_spec(exp, m_te[0]))
+        shown = exp.get("show") or {}
+        if "m_st" in shown and shown["m_st"] not in (exp["m_st"] if isinstance(exp["m_st"], list) else []):
+            problems.append(f"{key}.show.m_st: {shown['m_st']} is not one of the student widths of m_st ({exp['m_st']})")
+        if "n" in shown and shown["n"] not in sample_sizes(exp):
+            problems.append(f"{key}.show.n: {shown['n']} is not one of the sample sizes of samples.n")
         rules = learning_rules(exp)
         names = [r["name"] for r in rules]
         if len(set(names)) != len(names):

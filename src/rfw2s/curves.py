@@ -3,7 +3,7 @@ curves of every teacher of one student draw through it.
 
 How a curve job reaches ``H`` is one choice, an *operator* (made once by :mod:`rfw2s.plan`):
 
-* ``eigh``: the dense eigendecomposition (:mod:`rfw2s.solve`), the reference;
+* ``eigh``: the dense eigendecomposition (:mod:`rfw2s.dense`), the reference;
 * ``cached``: Lanczos quadrature (:mod:`rfw2s.krylov`) on a kernel matrix a kernel job wrote;
 * ``stored``: Lanczos on the kernel built in the job and held in memory (on the CPU as its
   block rows on and above the diagonal, :class:`UpperPanels`);
@@ -12,6 +12,7 @@ How a curve job reaches ``H`` is one choice, an *operator* (made once by :mod:`r
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import glob
 import importlib.machinery
@@ -20,25 +21,23 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_namespace, as_backend, one_blas_thread, to_numpy
+from . import operators
+from .backend import array_namespace, as_backend, one_blas_thread
+from .dense import student_spectrum
 from .krylov import LANCZOS_DEFAULTS, lanczos_curves
 from .machine import usable_cores
 from .resources import TILE_ROWS
-from .solve import losses_from_spectrum, student_spectrum
+from .spectral import Curves, SameKernel, evaluate
 
 log = logging.getLogger("rfw2s")
 
-OPERATORS = ("eigh", "cached", "stored", "tiled")
-# The solver behind each operator, as the tables' `solver` column names it.
-SOLVER_OF = {"eigh": "eigh", "cached": "lanczos", "stored": "lanczos", "tiled": "lanczos-matrix-free"}
 # Bump when a change alters the numbers of a kernel (gram_matrix, gram_tiles, a model's
 # gram_into) or of the curves (the solvers, the infinite-width series, the curve tables).
 KERNEL_VERSION = "1"
-CURVES_VERSION = "5"
+CURVES_VERSION = "6"
 # From about this feature dimension on, a kernel element's cost is its matrix product
 # (2 d flops), not the kernel function (~40 operations) or its 8 bytes of memory traffic.
 # Measured with OpenBLAS on the 2-core CPU machine: from there on the symmetric product
@@ -84,16 +83,6 @@ def _columns(W):
     if W.shape[1] < PRODUCT_BOUND_DIM and array_namespace(W).__name__ == "numpy":
         return W.copy()
     return W
-
-
-@dataclass(frozen=True)
-class Curves:
-    losses: np.ndarray  # (n_teachers, len(grid))
-    solver: str  # SOLVER_OF[operator]
-    steps: int  # Lanczos steps (0 for eigh)
-    achieved_tol: float  # Lanczos: max relative change over the last check (NaN for eigh)
-    converged: bool
-    rule: object  # the filter as evaluated: a step relative to lam_max resolved for this kernel
 
 
 # Rows of a stored panel on the CPU: a block row of the kernel on and above its diagonal.
@@ -395,34 +384,52 @@ def tiled_matvec(model, W, M: int, tile_rows: int = TILE_ROWS):
     return matvec
 
 
+def teacher_moments(model, W, teachers):
+    """``C[:, i, :] = E[phi_j f_TE,i]`` (``M x teachers x outputs``) of the teachers ``(U, coef)``."""
+    xp = array_namespace(W)
+    M = W.shape[0]
+    q = model.target_moments(W[:1]).reshape(1, -1).shape[1]
+    if not teachers:
+        return xp.zeros((M, 0, q))
+    return xp.stack([(model.gram(W, xp.asarray(U)) @ xp.asarray(coef)).reshape(M, q) for U, coef in teachers], axis=1)
+
+
 def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend="numpy", kernel=None,
                  spectrum=None, lanczos: dict | None = None) -> Curves:
-    """Loss curves of the student ``W`` trained by ``rule`` (a filter of :mod:`rfw2s.spectral`)
-    on each teacher ``(U, coef)``, through ``operator`` (see the module's docstring).
+    """Curves of the student ``W`` trained by ``rule`` (a filter of :mod:`rfw2s.spectral`) on the
+    population, on each teacher ``(U, coef)`` and on the truth (the strong ceiling), through
+    ``operator`` (a population operator of :data:`rfw2s.operators.OPERATORS`).
 
     ``operator="eigh"`` uses ``spectrum = (lam, V)`` of ``H`` if given (else computes it);
     ``"cached"`` needs ``kernel`` (the matrix a kernel job wrote, or :func:`stored_kernel`'s);
     ``"stored"`` builds the kernel here (:func:`stored_kernel`); ``"tiled"`` builds tiles at
-    every step. ``lanczos``:
-    ``tol`` and ``max_steps`` of :func:`rfw2s.krylov.lanczos_curves`.
+    every step. ``lanczos``: ``tol`` and ``max_steps`` of :func:`rfw2s.krylov.lanczos_curves`.
+    Accuracies where the model's rows have classes (``model.labels``).
     """
-    if operator not in OPERATORS:
-        raise ValueError(f"operator must be one of {OPERATORS}; got {operator!r}")
+    op = operators.operator(operator)
+    if op.trains_on != "population":
+        raise ValueError(f"operator must be one of {operators.operators_for('population')}; got {operator!r}")
     if (kernel is not None) != (operator == "cached"):
         raise ValueError("a kernel matrix is given with operator 'cached', and only then")
     be = as_backend(backend)
+    xp = be.xp
     M = W.shape[0]
     Wx = be.asarray(W)
-    C = be.xp.stack([model.gram(Wx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)
-    m = model.target_moments(Wx)
+    C = teacher_moments(model, Wx, teachers)
+    n, q = C.shape[1], C.shape[2]
+    m = model.target_moments(Wx).reshape(M, q)
     F = model.target_norm2
+    labels = getattr(model, "labels", None)
+    values_of = None if labels is None else (lambda vectors: model.features(model.rows_on(xp), Wx) @ vectors / M)
     with be.linalg_guard():
         if operator == "eigh":
             lam, V = (be.asarray(a) for a in spectrum) if spectrum is not None else student_spectrum(model, Wx,
                                                                                                     backend=be)
-            rule = rule.bind(float(lam.max()))
-            losses = to_numpy(losses_from_spectrum(lam, V, C, m, F, rule))
-            return Curves(losses, SOLVER_OF[operator], 0, float("nan"), True, rule)
+            m_hat = V.T @ m
+            c_hat = xp.concatenate([(V.T @ C.reshape(M, n * q)).reshape(M, n, q), m_hat[:, None, :]], axis=1)
+            terms = SameKernel(c_hat, m_hat, F, M, None if values_of is None else values_of(V))
+            return Curves.of(evaluate(rule, lam, terms, labels=labels), op.solver,
+                             teacher_accuracy=teacher_accuracy(model, teachers, xp))
         if operator == "tiled":
             matvec = tiled_matvec(model, Wx, M)
         else:
@@ -434,6 +441,13 @@ def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend=
             else:
                 stored = kernel if isinstance(kernel, UpperPanels) else be.asarray(kernel)
             matvec = dense_matvec(stored, M)
-        result = lanczos_curves(matvec, M, C, m, F, rule, **{**LANCZOS_DEFAULTS, **(lanczos or {})})
-    return Curves(result.losses, SOLVER_OF[operator], result.steps, result.achieved_tol, result.converged,
-                  result.rule)
+        curves = lanczos_curves(matvec, M, C, m, F, rule, solver=op.solver, values_of=values_of, labels=labels,
+                                **{**LANCZOS_DEFAULTS, **(lanczos or {})})
+    return dataclasses.replace(curves, teacher_accuracy=teacher_accuracy(model, teachers, xp))
+
+
+def teacher_accuracy(model, teachers, xp):
+    """Each teacher's accuracy on the model's rows, where they have classes (None elsewhere)."""
+    if getattr(model, "labels", None) is None:
+        return None
+    return np.array([model.accuracy(U, coef, xp=xp) for U, coef in teachers])

@@ -5,10 +5,10 @@ With ``Phi[i, j] = phi(x_i; w_j)`` for the sample ``x_1 .. x_n`` and labels ``y_
 the sample's kernel is ``K = Phi^T Phi / (n M)`` and ``b = Phi^T y / (n sqrt(M))``; a rule (a
 spectral filter, :mod:`rfw2s.spectral`) ends at ``theta = phi(K) b``, whose population loss is
 ``L = F - (2 / sqrt(M)) theta . m + theta^T H theta`` (``H = G / M``, ``m`` and ``F`` of the
-population: :func:`rfw2s.spectral.sample_loss_in_eigenbasis` in ``K``'s eigenbasis). The
+population: :class:`rfw2s.spectral.OtherKernel` in ``K``'s eigenbasis). The
 population training is the limit ``n -> inf`` (``K -> H``, ``b -> c / sqrt(M)``).
 
-Two routes, through one of SAMPLE_OPERATORS:
+Two routes, through a sample operator of :data:`rfw2s.operators.OPERATORS`:
 
 * ``svd`` (the dense reference): one thin SVD ``Phi / sqrt(n M) = U S V^T`` (so ``K = V S^2 V^T``)
   serves every grid value; ``H`` is needed once in that basis (``M^2 r`` flops, ``r <= min(n, M)``);
@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_namespace, as_backend, to_numpy
-from .curves import Curves, UpperPanels, dense_matvec, stored_kernel, summed_on_cores, tiled_matvec
-from .krylov import LANCZOS_DEFAULTS, BlockLanczos, run_to_tolerance
+from . import operators
+from .backend import array_namespace, as_backend, to_host
+from .curves import UpperPanels, dense_matvec, stored_kernel, summed_on_cores, tiled_matvec
+from .errors import SolverError
+from .krylov import LANCZOS_DEFAULTS, BlockLanczos, ceiling_floor, run_to_tolerance
 from .machine import usable_cores
 from .seeding import generator
-from .solve import SolverError
-from .spectral import relative_cutoff, sample_loss_in_eigenbasis
+from .spectral import Curves, OtherKernel, evaluate, relative_cutoff
 
-SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
 # Up to this width, and for a sample at least as long (n >= M), the CPU's Krylov route forms
 # the sample kernel once (its upper panels, about n M^2 flops) and multiplies by it at every
 # step (4 M^2 bytes); otherwise each step passes over Phi (8 n M bytes). Measured on the
@@ -38,7 +38,6 @@ SAMPLE_OPERATORS = ("svd", "krylov", "krylov-tiled")
 # M = 4096, 7.3-8.0 vs 8.6-8.9 s at 6144, 11.9-12.3 vs 10.6-10.8 s at 8192; at M = 4096,
 # 4.1-4.2 vs 4.1-4.4 s at n = 4096 and 3.9-4.7 vs 3.3-3.4 s at n = 2048.
 FORM_KERNEL_MAX_M = 6144
-SOLVER_OF = {"svd": "sample-svd", "krylov": "sample-lanczos", "krylov-tiled": "sample-lanczos-matrix-free"}
 # Bytes of Phi's rows per pass block on the CPU: both products of a block while it is in cache.
 PASS_BLOCK_BYTES = 1 << 20
 # Bytes of Phi's rows per block when the CPU forms the sample kernel: Phi is never whole (its
@@ -118,15 +117,19 @@ def _population_matvec(model, Wx, operator: str):
 
 def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", backend="numpy",
                   lanczos: dict | None = None) -> Curves:
-    """Population loss curves of the student ``W`` trained on the inputs ``X`` (``n x d``)
-    labelled by each teacher ``(U, coef)``, by ``rule``, through ``operator`` (SAMPLE_OPERATORS)."""
-    if operator not in SAMPLE_OPERATORS:
-        raise ValueError(f"a sample's operator must be one of {SAMPLE_OPERATORS}; got {operator!r}")
+    """Population loss curves of the student ``W`` trained on the inputs ``X`` (``n x d``), by
+    ``rule``, labelled by each teacher ``(U, coef)`` and by the truth (the strong ceiling: one more
+    column in the block every route solves in lockstep), through ``operator`` (a sample operator
+    of :data:`rfw2s.operators.OPERATORS`)."""
+    op = operators.operator(operator)
+    if op.trains_on != "sample":
+        raise ValueError(f"a sample's operator must be one of {operators.operators_for('sample')}; got {operator!r}")
     be = as_backend(backend)
     xp = be.xp
     M, n = W.shape[0], X.shape[0]
     Wx, Xx = be.asarray(W), be.asarray(X)
-    Y = xp.stack([model.features(Xx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers], axis=1)
+    Y = xp.stack([model.features(Xx, be.asarray(U)) @ be.asarray(coef) for U, coef in teachers]
+                 + [model.target(Xx)], axis=1)
     m = model.target_moments(Wx)
     F = model.target_norm2
     H = _population_matvec(model, Wx, operator)
@@ -147,7 +150,7 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
         lanczos_run = BlockLanczos(product, start, settings["max_steps"])
         projected = np.zeros((0, 0))  # Q H Q^T on the basis rows so far
 
-        def evaluate():
+        def check():
             nonlocal projected
             k = lanczos_run.steps * lanczos_run.p
             Q = lanczos_run.basis[:k]
@@ -157,14 +160,11 @@ def sample_curves(model, W, teachers, rule, X, *, operator: str = "krylov", back
             theta, S, columns, Qm = lanczos_run.ritz(Q @ H(Q[old:k].T), Q @ m)
             corner = (columns[old:] + columns[old:].T) / 2.0
             projected = np.block([[projected, columns[:old]], [columns[:old].T, corner]])
-            bound = rule.bind(float(theta.max()))
             b_hat = S[:lanczos_run.p].T @ lanczos_run.R
-            losses = sample_loss_in_eigenbasis(bound, theta, b_hat, S.T @ projected @ S, S.T @ Qm, F, M)
-            return losses, bound
+            return evaluate(rule, theta, OtherKernel(b_hat, S.T @ projected @ S, S.T @ Qm, F, M))
 
-        result = run_to_tolerance(lanczos_run, evaluate, settings["tol"])
-    return Curves(result.losses, SOLVER_OF[operator], result.steps, result.achieved_tol, result.converged,
-                  result.rule)
+        run = run_to_tolerance(lanczos_run, check, settings["tol"], floor=ceiling_floor(len(teachers), F))
+    return Curves.of(run.filtered, op.solver, run.steps, run.achieved_tol, run.converged)
 
 
 def _svd_curves(Phi, Y, m, F: float, M: int, n: int, H, rule, be) -> Curves:
@@ -180,9 +180,5 @@ def _svd_curves(Phi, Y, m, F: float, M: int, n: int, H, rule, be) -> Curves:
     b_hat = s[:, None] * (U.T @ Y) / np.sqrt(n)  # V^T Phi^T y / (n sqrt(M)), Phi already scaled
     H_hat = Vt @ H(Vt.T)
     H_hat = (H_hat + H_hat.T) / 2.0
-    lam, b_hat, H_hat, m_hat = (to_numpy(a) for a in (lam, b_hat, H_hat, Vt @ m))
-    bound = rule.bind(float(lam.max()))
-    losses = sample_loss_in_eigenbasis(bound, lam, b_hat, H_hat, m_hat, F, M)
-    if not np.all(np.isfinite(losses)):
-        raise SolverError(f"non-finite student loss (M_ST = {M}, n = {n}); check the grid and inputs")
-    return Curves(losses, SOLVER_OF["svd"], 0, float("nan"), True, bound)
+    lam, b_hat, H_hat, m_hat = to_host(lam, b_hat, H_hat, Vt @ m)
+    return Curves.of(evaluate(rule, lam, OtherKernel(b_hat, H_hat, m_hat, F, M)), operators.operator("svd").solver)

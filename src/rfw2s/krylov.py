@@ -11,7 +11,7 @@ target, ``n + 1`` vectors): ``X = Q_1 R``, and ``k`` steps give the block tridia
 ``T_k = S diag(theta) S^T`` (``k (n + 1)`` square), with ``X^T f(H) X ~ R^T E_1^T f(T_k)
 E_1 R``, exact for polynomials of degree ``< 2k``: every ``c_i^T f c_i`` and ``c_i^T f m``
 from one ``T_k``, which every grid value reuses: with ``V = R^T S[:p]`` the Ritz pairs
-``(theta, V)`` play the eigenpairs' part in :func:`rfw2s.spectral.loss_in_eigenbasis`. Each step is one product ``H @ Q`` with ``n + 1``
+``(theta, V)`` play the eigenpairs' part in :func:`rfw2s.spectral.evaluate`. Each step is one product ``H @ Q`` with ``n + 1``
 columns, the only access to ``H`` (which may be built tile by tile, never stored). Against
 one process per vector with polarisation (``c`` and ``c + m`` per teacher, ``2n + 1``
 vectors), measured on 2 CPU cores at M = 16384, five teachers, ``t`` to 1e10: 60 steps
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import array_namespace, one_blas_thread, to_host, to_numpy
-from .solve import SolverError
-from .spectral import loss_in_eigenbasis
+from .errors import SolverError
+from .spectral import Curves, SameKernel, evaluate
 
 log = logging.getLogger("rfw2s")
 
@@ -37,15 +37,10 @@ CHECK_EVERY = 10
 # from here): stop when the curves change by less than tol (relative, every grid value)
 # over CHECK_EVERY steps, or after max_steps.
 LANCZOS_DEFAULTS = {"tol": 1e-10, "max_steps": 400}
-
-
-@dataclass(frozen=True)
-class KrylovCurves:
-    losses: np.ndarray  # (n_teachers, len(grid))
-    steps: int  # Lanczos steps taken
-    achieved_tol: float  # max relative change of the curves over the last CHECK_EVERY steps
-    converged: bool  # achieved_tol <= the requested tolerance
-    rule: object  # the filter as evaluated (a relative step resolved against the top Ritz value)
+# The strong ceiling's loss can fall to zero (a student that spans the target), where a relative
+# change is round-off over round-off: its change counts relative to at least this fraction of
+# F = E[f*^2] (below it, an absolute accuracy of tol * 1e-3 F, above round-off).
+CEILING_FLOOR = 1e-3
 
 
 def _orthonormalize(W, scale, xp):
@@ -163,10 +158,27 @@ class BlockLanczos:
         return (np.maximum(theta, 0.0), S, *rest)
 
 
-def run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int = 20) -> KrylovCurves:
-    """Lanczos steps until ``evaluate()`` (the curves and the rule they used, from the current
-    ``T_k``) changes by less than ``tol`` (relative, every value) over CHECK_EVERY steps, or the
-    step budget is spent; the result says which, and never holds NaN."""
+@dataclass(frozen=True)
+class Converged:
+    """What a Lanczos run reached: the last evaluation (rfw2s.spectral.Filtered) and how far."""
+
+    filtered: object
+    steps: int  # Lanczos steps taken
+    achieved_tol: float  # max relative change of the curves over the last CHECK_EVERY steps
+    converged: bool  # achieved_tol <= the requested tolerance
+
+
+def ceiling_floor(n_teachers: int, F: float) -> np.ndarray:
+    """The floor under each column's loss in the convergence test: none for the teachers' students,
+    CEILING_FLOOR F for the ceiling's (the last column)."""
+    return np.r_[np.zeros(n_teachers), CEILING_FLOOR * F]
+
+
+def run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int = 20, floor=0.0) -> Converged:
+    """Lanczos steps until ``evaluate()`` (a :class:`rfw2s.spectral.Filtered` from the current
+    ``T_k``) changes by less than ``tol`` (relative to each value, or to its column's ``floor``
+    where that is larger) over CHECK_EVERY steps, or the step budget is spent; the result says
+    which, and never holds NaN."""
     # A product that runs its own threads on every core gets them to itself during the steps:
     # BLAS's threads, woken by the re-orthogonalisation, would spin there (backend.one_blas_thread).
     # The checks keep BLAS's threads (a sample's check multiplies by H, maybe by tiles).
@@ -177,39 +189,53 @@ def run_to_tolerance(lanczos: BlockLanczos, evaluate, tol: float, min_steps: int
             lanczos.step()
         steps = lanczos.steps
         if steps >= min_steps and (steps % CHECK_EVERY == 0 or steps == lanczos.max_steps):
-            current, rule = evaluate()
+            current = evaluate()
             if previous is not None:
-                achieved = float(np.max(np.abs(current - previous) / np.abs(current)))
+                scale = np.maximum(np.abs(current.losses), np.reshape(floor, (-1, 1)))
+                achieved = float(np.max(np.abs(current.losses - previous.losses) / scale))
                 log.info("Lanczos step %d of at most %d: curves changed by %.2e (target %.0e)",
                          steps, lanczos.max_steps, achieved, tol)
                 if achieved <= tol:
-                    return KrylovCurves(current, steps, achieved, True, rule)
+                    return Converged(current, steps, achieved, True)
             previous = current
-    current, rule = evaluate()
-    if not np.all(np.isfinite(current)):
+    current = evaluate()
+    if not np.all(np.isfinite(current.losses)):
         raise SolverError(f"Lanczos quadrature gave non-finite losses (M = {lanczos.M}, {lanczos.steps} steps)")
     if lanczos.steps * lanczos.p >= lanczos.M and previous is None:
         achieved = 0.0  # the basis spans the whole space before a check: the quadrature is exact
-    return KrylovCurves(current, lanczos.steps, achieved, achieved <= tol, rule)
+    return Converged(current, lanczos.steps, achieved, achieved <= tol)
 
 
 def lanczos_curves(matvec, M: int, c, m, F: float, rule, *, tol: float = LANCZOS_DEFAULTS["tol"],
-                   max_steps: int = LANCZOS_DEFAULTS["max_steps"], min_steps: int = 20) -> KrylovCurves:
-    """Exact-to-``tol`` loss curves of the student trained by ``rule`` (a spectral filter) on
-    the population, for each teacher in the columns of ``c``.
+                   max_steps: int = LANCZOS_DEFAULTS["max_steps"], min_steps: int = 20, solver: str = "lanczos",
+                   values_of=None, labels=None) -> Curves:
+    """Exact-to-``tol`` loss curves of the students trained by ``rule`` (a spectral filter) on the
+    population, on each teacher and on the truth (the strong ceiling).
 
-    ``matvec(X)`` returns ``H @ X`` for an ``(M, n + 1)`` block; ``c`` is ``(M, n)``
-    (``E[phi_j f_TE]`` per teacher), ``m`` is ``(M,)`` (``E[phi_j f*]``). One process on the block
-    ``[c, m]``; a step relative to ``lam_max`` is resolved against the largest Ritz value.
+    ``matvec(X)`` returns ``H @ X``; ``c`` is ``(M, n)`` or ``(M, n, outputs)`` (``E[phi_j f_TE]``
+    per teacher), ``m`` is ``(M,)`` or ``(M, outputs)`` (``E[phi_j f*]``). One process on the block
+    ``[c, m]``: the ceiling's forms are ``m``'s own. A step relative to ``lam_max`` is resolved
+    against the largest Ritz value. ``values_of(vectors)`` (``M x k`` feature-space vectors ->
+    ``rows x k``) and ``labels`` give accuracies, once, at the end.
     """
     xp = array_namespace(c)
-    n = c.shape[1]
-    lanczos = BlockLanczos(matvec, xp.concatenate([c, m[:, None]], axis=1), max_steps)
+    n, q = c.shape[1], m.reshape(M, -1).shape[1]
+    lanczos = BlockLanczos(matvec, xp.concatenate([c.reshape(M, n * q), m.reshape(M, q)], axis=1), max_steps)
 
-    def evaluate():
-        theta, S = lanczos.ritz()
+    def terms(S, values=None):
         V = lanczos.R.T @ S[:lanczos.p]  # x_i^T f(H) x_j ~ sum_l V[i, l] V[j, l] f(theta_l)
-        bound = rule.bind(float(theta.max()))
-        return loss_in_eigenbasis(bound, theta, V[:n].T, V[n], F, M), bound
+        m_hat = V[n * q:].T
+        c_hat = np.concatenate([V[:n * q].T.reshape(-1, n, q), m_hat[:, None, :]], axis=1)
+        return SameKernel(c_hat, m_hat, F, M, values)
 
-    return run_to_tolerance(lanczos, evaluate, tol, min_steps)
+    def check():
+        theta, S = lanczos.ritz()
+        return evaluate(rule, theta, terms(S))
+
+    run = run_to_tolerance(lanczos, check, tol, min_steps, ceiling_floor(n, F))
+    filtered = run.filtered
+    if values_of is not None and labels is not None:
+        theta, S = lanczos.ritz()
+        vectors = lanczos.basis[:lanczos.steps * lanczos.p].T @ xp.asarray(S)  # the Ritz vectors, M x k
+        filtered = evaluate(rule, theta, terms(S, to_numpy(values_of(vectors))), labels=labels)
+    return Curves.of(filtered, solver, run.steps, run.achieved_tol, run.converged)

@@ -6,14 +6,13 @@ relative to the working folder; a job receives the ones it reads as arguments, n
 """
 from __future__ import annotations
 
+from .operators import OPERATORS
+
 RESULTS = "results"
 CACHE = f"{RESULTS}/cache"
 # Folders under results/ that the pipeline owns: no experiment may be named like one.
 RESERVED_NAMES = ("cache",)
 KEY_PATTERN = r"[A-Za-z0-9._-]+-[0-9a-f]{12}"
-# The cached files a solve through each operator reads, per student draw, by name (the
-# operators not listed read none).
-OPERATOR_FILES = {"eigh": ("eigvals", "eigvecs"), "cached": ("gram",)}
 
 
 def folder(kind: str, key: str) -> str:
@@ -29,11 +28,16 @@ def kernel_file(key: str, replicate: int) -> str:
 
 
 def eigh_files(key: str, replicate: int) -> dict[str, str]:
-    return {name: f"{folder('eigh', key)}/{name}_r{replicate}.npy" for name in OPERATOR_FILES["eigh"]}
+    return {name: f"{folder('eigh', key)}/{name}_r{replicate}.npy" for name in OPERATORS["eigh"].reads}
 
 
 def curves_file(key: str) -> str:
     return f"{folder('curves', key)}/curves.parquet"
+
+
+def data_file(key: str) -> str:
+    """A dataset's rows, named by their content (rfw2s.datasets)."""
+    return f"{folder('data', key)}/rows.npz"
 
 
 def experiment_folder(name: str) -> str:
@@ -60,7 +64,7 @@ def operator_files(recipe, replicates) -> dict[str, str]:
 def by_replicate(operator: str, named: dict[str, str], replicates) -> dict[int, dict[str, str]]:
     """``replicate -> {name: path}`` from the files a job was handed by name, checked to be
     exactly those ``operator`` reads for ``replicates``."""
-    names = OPERATOR_FILES.get(operator, ())
+    names = OPERATORS[operator].reads
     want = {operator_file_name(n, r) for r in replicates for n in names}
     if set(named) != want:
         raise ValueError(f"operator {operator!r} reads {', '.join(names) or 'no cached file'} for each of the "
@@ -69,11 +73,21 @@ def by_replicate(operator: str, named: dict[str, str], replicates) -> dict[int, 
 
 
 # --- what each rule reads, from the plan (rfw2s.plan.Plan) -----------------------------------
+def data_inputs(model: dict) -> dict:
+    """The rows a step on ``model`` (a concrete model's spec) reads: a dataset's, else none."""
+    return {"data": data_file(model["data"])} if model["name"] == "dataset" else {}
+
+
+def teacher_inputs(plan, key: str) -> dict:
+    return data_inputs(plan.step("teachers", key).recipe.models[0])
+
+
 def curve_inputs(plan, key: str) -> dict:
-    """The teacher files (one per replicate) and the named operator files of a curve step."""
+    """The teacher files (one per replicate), the named operator files and the dataset's rows
+    (if any) of a curve step."""
     recipe = plan.step("curves", key).recipe
     return {"teachers": [teacher_file(recipe.teachers, r) for r in recipe.replicates],
-            **operator_files(recipe, recipe.replicates)}
+            **operator_files(recipe, recipe.replicates), **data_inputs(recipe.model)}
 
 
 def eigh_input(plan, key: str, replicate: int) -> str:

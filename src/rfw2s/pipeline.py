@@ -47,13 +47,23 @@ def fit_teachers(recipe: TeachersRecipe, replicate: int) -> dict[str, np.ndarray
         model = build_spec(spec)
         U = seeding.draw(model, recipe.seed, "teacher", m_te, replicate)
         X = None if samples is None else draw_samples(model, samples["seed"], samples["n"], replicate)
-        with timed(f"teacher fit M_TE={m_te}" + ("" if X is None else f" on {len(X)} inputs")):
-            fit = solve.fit_teacher(model, U, samples=X, ridge=(samples or {}).get("ridge", 0.0),
+        fitted_on = model if recipe.split is None else model.restricted(split_of(recipe, model, replicate)["teacher"])
+        where = ("" if X is None else f" on {len(X)} inputs") + ("" if recipe.split is None else
+                                                                   f" on its split's {fitted_on.n_rows} rows")
+        with timed(f"teacher fit M_TE={m_te}{where}"):
+            fit = solve.fit_teacher(fitted_on, U, samples=X, ridge=(samples or {}).get("ridge", 0.0),
                                     backend=recipe.backend)
         log.info("M_TE=%d: L_TE = %.6e (rank %d of %d)", m_te, fit.loss, fit.rank, m_te)
         fits.update({f"features_{m_te}": U, f"coef_{m_te}": fit.coef, f"loss_{m_te}": np.float64(fit.loss),
                      f"rank_{m_te}": np.int64(fit.rank)})
     return fits
+
+
+def split_of(recipe, model, replicate: int) -> dict[str, np.ndarray]:
+    """The rows of each role (teacher, student, test) of the recipe's split, for ``replicate``."""
+    from .datasets import split_rows
+
+    return split_rows(model.n_rows, recipe.split, recipe.seed, replicate)
 
 
 def teachers_of(fits: list[dict[str, np.ndarray]], sizes) -> dict[int, list[dict]]:
@@ -93,15 +103,23 @@ class CurveTable:
     truncation: dict  # "replicate/m_te" -> the infinite-width series' degree and error bound
 
 
-def _solve(recipe: SolveRecipe, cached: dict, model, W, teachers, rule, be: Backend, X=None):
-    """The exact curves of the student ``W`` (trained on the inputs ``X``, or the population) for
-    ``teachers`` through the recipe's operator, reading its ``cached`` operator arrays."""
+def _solve(recipe: SolveRecipe, cached: dict, model, W, teachers, rule, be: Backend, replicate: int, X=None):
+    """The exact curves of the student ``W`` of ``replicate`` (trained on the inputs ``X``, a split
+    of a dataset's rows, or the population) for ``teachers`` through the recipe's operator, reading
+    its ``cached`` operator arrays."""
     from .curves import exact_curves
     from .finite_sample import sample_curves
 
     pairs = [(t["features"], t["coef"]) for t in teachers]
     if X is not None:
         return sample_curves(model, W, pairs, rule, X, operator=recipe.operator, backend=be, lanczos=recipe.lanczos)
+    if recipe.operator == "dual":
+        from .dual import dual_curves
+
+        if recipe.split is None:
+            return dual_curves(model, W, pairs, rule, backend=be)
+        rows = split_of(recipe, model, replicate)
+        return dual_curves(model, W, pairs, rule, backend=be, train=rows["student"], test=rows["test"])
     return exact_curves(model, W, pairs, rule, operator=recipe.operator, backend=be, lanczos=recipe.lanczos, **cached)
 
 
@@ -122,7 +140,7 @@ def curve_table(recipe: CurvesRecipe, teachers: dict[int, list[dict]], cached: d
     replicate -> the operator's arrays, ``spectrum`` or ``kernel``), and the exact infinite-width
     curves where the model has them. ``check_memory(need_bytes, what)`` runs before each solve."""
     from . import analysis
-    from .resources import solve_memory
+    from .resources import recipe_memory
     from .spectral import rules_of
 
     rule = rules_of(recipe.learning_rules)
@@ -134,13 +152,11 @@ def curve_table(recipe: CurvesRecipe, teachers: dict[int, list[dict]], cached: d
         model, W = student(recipe, replicate)
         X = None if recipe.samples is None else draw_samples(model, recipe.samples["seed"], recipe.n, replicate)
         if check_memory is not None:
-            steps = recipe.lanczos["max_steps"] if recipe.lanczos else 0
-            check_memory(solve_memory(recipe.m_st, recipe.d, recipe.operator, len(recipe.m_te), steps, recipe.n),
-                         f"{recipe.operator} curves at M_ST = {recipe.m_st}")
+            check_memory(recipe_memory(recipe), f"{recipe.operator} curves at M_ST = {recipe.m_st}")
         with timed(f"{recipe.operator} curves: replicate {replicate}, M_ST={W.shape[0]}, "
                    f"{len(teachers[replicate])} teachers, {rule.grid.size} grid values"
                    + ("" if X is None else f", trained on {len(X)} inputs"), be):
-            result = _solve(recipe, cached.get(replicate, {}), model, W, teachers[replicate], rule, be, X)
+            result = _solve(recipe, cached.get(replicate, {}), model, W, teachers[replicate], rule, be, replicate, X)
         if recipe.lanczos:
             _log_convergence(result, recipe.lanczos["tol"])
         infinite = []
@@ -148,12 +164,12 @@ def curve_table(recipe: CurvesRecipe, teachers: dict[int, list[dict]], cached: d
             # The infinite-width student trained on the population (not on the sample), by the
             # same filter: a step relative to lam_max as resolved for this draw.
             curve = (model.infinite_width(t["features"], t["coef"], result.rule)
-                     if hasattr(model, "infinite_width") and X is None else None)
+                     if hasattr(model, "infinite_width") and X is None and recipe.split is None else None)
             infinite.append(curve)
             if curve is not None and curve.degree is not None:
                 bound = float(np.max(curve.error_bound / curve.losses))
-                truncation[f"{replicate}/{t['coef'].size}"] = {"degree": curve.degree, "relative_error_bound": bound}
-                log.info("M_TE=%d infinite width: degree %d, truncation error <= %.1e relative", t["coef"].size,
+                truncation[f"{replicate}/{t['coef'].shape[0]}"] = {"degree": curve.degree, "relative_error_bound": bound}
+                log.info("M_TE=%d infinite width: degree %d, truncation error <= %.1e relative", t["coef"].shape[0],
                          curve.degree, bound)
         table = analysis.curve_columns(replicate, W, teachers[replicate], rule, result, infinite,
                                        floor=getattr(model, "loss_floor", float("nan")),
@@ -193,7 +209,7 @@ def validation_tables(recipe: ValidationRecipe, losses, teachers: dict[int, list
     fits = teachers.get(0)
     if fits is None:
         raise ValueError("no replicate 0 teacher file")
-    by_size = {int(t["coef"].size): (t["features"], t["coef"], float(t["loss"])) for t in fits}
+    by_size = {int(t["coef"].shape[0]): (t["features"], t["coef"], float(t["loss"])) for t in fits}
     convergence = validation.convergence_table(convergence_curves)
     model, W = student(recipe, 0)
     with timed("sampled-data training", be):

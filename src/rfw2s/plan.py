@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from . import config as configuration
 from . import models
 from .curves import CURVES_VERSION, KERNEL_VERSION, PRODUCT_BOUND_DIM, kernel_layout
+from .operators import OPERATORS
 from .paths import RESERVED_NAMES, RESULTS
 from .recipes import (NUMPY, CurvesRecipe, DegreesRecipe, EighRecipe, KernelRecipe, Recipe, SolveRecipe,
                       TablesRecipe, TeachersRecipe, ValidationRecipe)
-from .resources import eigh_memory, format_bytes, kernel_memory, runtime_minutes, solve_memory
+from .resources import eigh_memory, format_bytes, kernel_memory, recipe_memory, runtime_minutes
 from .sample import SAMPLED_VERSION
 from .solve import EIGH_VERSION, NUMPY_EIGH_MAX_N, TEACHERS_VERSION
 from .target import Target
@@ -83,6 +84,7 @@ class Experiment:
     degrees: DegreesRecipe | None = None
     convergence: list[str] = field(default_factory=list)  # curve keys of the validation's widths
     shown: dict = field(default_factory=dict)  # the swept values Figures 2(a)/(b) show
+    classification: bool = False  # its target has classes: accuracies, and their figure
 
     @property
     def sweep(self) -> str | None:
@@ -91,7 +93,8 @@ class Experiment:
 
     @property
     def figures(self) -> list[str]:
-        figures = ["fig2a", "fig2b"] + (["ablation_heatmap", "ablation_exponent"] if self.sweep else [])
+        figures = ["fig2a", "fig2b", "pgr"] + (["ablation_heatmap", "ablation_exponent"] if self.sweep else [])
+        figures += ["accuracy"] if self.classification else []
         return figures + [name for name in ("validation", "degrees") if getattr(self, name)]
 
     @property
@@ -99,7 +102,8 @@ class Experiment:
         return ["losses", "summary", "fit"] + [name for name in ("validation", "degrees") if getattr(self, name)]
 
 
-def choose_operator(student: Student, settings: dict, memory: int, backend: str, n: int | None = None) -> str:
+def choose_operator(student: Student, settings: dict, memory: int, backend: str, n: int | None = None,
+                    split: dict | None = None) -> str:
     """How the curve job reaches ``H`` (:data:`rfw2s.curves.OPERATORS`, or for a student on
     ``n`` inputs :data:`rfw2s.finite_sample.SAMPLE_OPERATORS`), decided once here, from the
     config's ``settings``, the target's ``backend`` and the ``memory`` it declares.
@@ -109,8 +113,13 @@ def choose_operator(student: Student, settings: dict, memory: int, backend: str,
     stored kernel, ``cached`` by a kernel job or ``stored`` in the curve job: ``kernel_cache:
     auto`` caches on the CPU when the feature dimension is at least PRODUCT_BOUND_DIM (building
     costs more than writing and reading back; a model without ``d``: always), never on a GPU.
-    On samples the population kernel is stored (``krylov``) or tiled (``krylov-tiled``).
+    On samples the population kernel is stored (``krylov``) or tiled (``krylov-tiled``). A dataset
+    with fewer rows than the student has features, or any ``split`` of one: ``dual`` (the rows'
+    kernel, every route's numbers at ``N^2 M``).
     """
+    rows = student.spec.get("rows") if student.spec["name"] == "dataset" else None
+    if rows is not None and (split is not None or rows < student.m_st):
+        return "dual"
     if settings["solver"] == "eigh":
         return "eigh" if n is None else "svd"
     choice = settings["matrix_free"]
@@ -156,7 +165,7 @@ class Plan:
         sizes = [int(m) for m in exp["m_te"]]
         recipe = TeachersRecipe(version=TEACHERS_VERSION, model_version=models.model_version(exp["model"]),
                                 models=[configuration.model_spec(exp, m) for m in sizes], m_te=sizes,
-                                seed=int(exp["seed"]), samples=exp.get("teacher_samples"))
+                                seed=int(exp["seed"]), samples=exp.get("teacher_samples"), split=exp.get("split"))
         return self._add(Step("teachers", f"{exp['model']}-seed{exp['seed']}", recipe))
 
     def _students(self, exp: dict, widths=None) -> dict[str, tuple[Student, list[int]]]:
@@ -185,14 +194,16 @@ class Plan:
                                                                  backend=self.backend)))
         return {"kernel": kernel.key, "eigh": eigh.key}
 
-    def _solve(self, student: Student, sizes: list[int], teachers: Step, samples: dict | None = None) -> dict:
-        """The fields of a solve on ``student`` (trained on ``samples``, or the population) for ``sizes``."""
+    def _solve(self, student: Student, sizes: list[int], teachers: Step, samples: dict | None = None,
+               split: dict | None = None) -> dict:
+        """The fields of a solve on ``student`` (trained on ``samples``, a ``split`` of a dataset's
+        rows, or the population) for ``sizes``."""
         n = None if samples is None else samples["n"]
-        operator = choose_operator(student, self.settings, self.target.memory(self.backend), self.backend, n)
+        operator = choose_operator(student, self.settings, self.target.memory(self.backend), self.backend, n, split)
         return dict(model=student.spec, model_version=models.model_version(student.spec["name"]), seed=student.seed,
                     m_st=student.m_st, teachers=teachers.key, m_te=sizes, samples=samples, operator=operator,
-                    backend=self.backend,
-                    lanczos=None if operator in ("eigh", "svd") else dict(self.settings["lanczos"]),
+                    backend=self.backend, split=split,
+                    lanczos=dict(self.settings["lanczos"]) if OPERATORS[operator].lanczos else None,
                     **self._operator_steps(student, operator))
 
     def _feasibility(self, exp_name: str, recipe: SolveRecipe) -> list[str]:
@@ -201,6 +212,10 @@ class Plan:
         if recipe.operator == "eigh" and self.backend == NUMPY and M > NUMPY_EIGH_MAX_N:
             return [f"experiments.{exp_name}: student width {M} exceeds LAPACK's dense eigh limit on the "
                     f"CPU (n <= {NUMPY_EIGH_MAX_N}); use solver: lanczos, a GPU, or a smaller m_st"]
+        if recipe.operator == "dual" and self.backend == NUMPY and recipe.rows > NUMPY_EIGH_MAX_N:
+            return [f"experiments.{exp_name}.source: {recipe.rows} rows exceed LAPACK's dense eigh limit on the CPU "
+                    f"(at most {NUMPY_EIGH_MAX_N} rows for a student wider than the dataset); use a GPU, a student "
+                    "narrower than the rows, or fewer rows"]
         need = max([self.memory(recipe)] + [self.memory(self.step(kind, getattr(recipe, kind)).recipe)
                                             for kind in ("kernel", "eigh") if getattr(recipe, kind)])
         memory = self.target.memory(self.backend)
@@ -224,7 +239,7 @@ class Plan:
                 samples = None if n is None else {"n": n, "seed": int(exp["samples"]["seed"])}
                 recipe = CurvesRecipe(version=CURVES_VERSION, replicates=replicates,
                                       learning_rules=configuration.learning_rules(exp),
-                                      **self._solve(student, sizes, teachers, samples))
+                                      **self._solve(student, sizes, teachers, samples, exp.get("split")))
                 name_n = student.name + ("" if n is None else f"-n{n}")
                 keys.append(self._add(Step("curves", name_n, recipe)).key)
                 problems += self._feasibility(name, recipe)
@@ -234,17 +249,20 @@ class Plan:
         teachers = self._teachers(exp)
         curves, problems = self._curves(name, exp, teachers)
         axes = configuration.fit_axes(exp)
-        shown = {}
+        shown, chosen = {}, exp.get("show") or {}
         if "m_st" in axes:
-            shown["m_st"] = max(int(w) for w in exp["m_st"])
+            shown["m_st"] = int(chosen.get("m_st", max(int(w) for w in exp["m_st"])))
         if "n" in axes:
-            shown["n"] = max(float("inf") if n is None else float(n) for n in configuration.sample_sizes(exp))
+            shown["n"] = float(chosen["n"]) if "n" in chosen else max(
+                float("inf") if n is None else float(n) for n in configuration.sample_sizes(exp))
         if "rule" in axes:
             shown["rule"] = configuration.learning_rules(exp)[0]["name"]
         from .analysis import TABLES_VERSION  # here: pandas is not needed to plan
 
+        target = configuration.model_spec(exp, exp["m_te"][0]).get("target")
         plan = Experiment(name, axes, teachers.key, int(exp["replicates"]), curves,
-                          TablesRecipe(version=TABLES_VERSION, fit_by=axes), shown=shown)
+                          TablesRecipe(version=TABLES_VERSION, fit_by=axes), shown=shown,
+                          classification=exp["model"] == "dataset" and target["kind"] in ("one_hot", "binary"))
         validation = exp.get("validation")
         if validation:
             plan.convergence, found = self._curves(name, exp, teachers, validation["convergence_m_st"], population=True)
@@ -274,9 +292,7 @@ class Plan:
         if isinstance(recipe, EighRecipe):
             return eigh_memory(self.step("kernel", recipe.kernel).recipe.m_st)
         if isinstance(recipe, SolveRecipe):
-            steps = recipe.lanczos["max_steps"] if recipe.lanczos else 0
-            return solve_memory(recipe.m_st, recipe.d, recipe.operator, len(recipe.m_te), steps,
-                                recipe.n if n is None else n)
+            return recipe_memory(recipe, n)
         return 0
 
     def memory_mb(self, recipe: Recipe) -> int:

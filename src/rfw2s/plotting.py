@@ -275,16 +275,83 @@ def figure_degrees(degrees: pd.DataFrame, losses: pd.DataFrame, *, title: str):
     return fig
 
 
+ORACLE = "best grid value on the evaluation rows (oracle early stopping)"
+
+
+def figure_pgr(summary: pd.DataFrame, *, title: str):
+    """Performance gap recovered against ``M_TE``: the loss PGR and, where the target has classes,
+    the accuracy PGR; replicates as dots, means as lines (per learning rule)."""
+    fig, ax = plt.subplots(figsize=(5.8, 4.2))
+    series = [("pgr", "loss", "o", "-")] + ([("pgr_accuracy", "accuracy", "s", "--")]
+                                          if summary["pgr_accuracy"].notna().any() else [])
+    rules = list(dict.fromkeys(summary["rule"]))
+    colors = plt.cm.tab10(np.arange(len(rules)))
+    for rule, color in zip(rules, colors):
+        part = summary[summary["rule"] == rule]
+        for column, what, marker, ls in series:
+            if part[column].isna().all():
+                continue
+            ax.scatter(part["m_te"], part[column], s=12, color=color, alpha=0.4, marker=marker)
+            means = part.groupby("m_te")[column].mean()
+            label = f"PGR ({what})" + ("" if len(rules) == 1 else f", {rule.replace('_', ' ')}")
+            ax.plot(means.index, means.values, ls=ls, marker=marker, color=color, mfc="none", label=label)
+    ax.axhline(0.0, color="k", ls=":", lw=1)
+    ax.axhline(1.0, color="gray", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(r"teacher width $M_{TE}$")
+    ax.set_ylabel("performance gap recovered")
+    ax.set_title(f"{title}: PGR = (teacher - student) / (teacher - ceiling), student and ceiling at the\n"
+                 f"{ORACLE}; 0: as the teacher, 1: as trained on the truth", fontsize=8)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.2)
+    return fig
+
+
+def figure_accuracy(losses: pd.DataFrame, *, title: str, spread: str = "range"):
+    """Accuracy against training time per ``M_TE`` (mean over replicates and its spread), the
+    teacher's as a dotted level, the strong ceiling's in black (one learning rule)."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    sizes = sorted(losses["m_te"].unique())
+    colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(sizes)))
+    x, xlabel = _x_axis(losses)
+    for color, m_te in zip(colors, sizes):
+        part = losses[losses["m_te"] == m_te]
+        mean, lo, hi = _band(part.pivot(index="grid", columns="replicate", values="accuracy_ST"), spread)
+        ax.plot(x[mean.index], mean, color=color, lw=1.8, label=rf"$M_{{TE}}={m_te}$")
+        ax.fill_between(x[mean.index], lo, hi, color=color, alpha=0.25, lw=0)
+        ax.axhline(part["accuracy_TE"].mean(), color=color, ls=":", lw=1.2)
+    ceiling = losses[losses["m_te"] == sizes[0]].groupby("grid")["accuracy_ceiling"].mean()
+    ax.plot(x[ceiling.index], ceiling, color="k", lw=1.4, label="strong ceiling (trained on the truth)")
+    ax.plot([], [], color="gray", ls=":", lw=1.2, label="teacher")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("accuracy")
+    m_st = losses["m_st"].iloc[0]
+    ax.set_title(f"{title}: accuracy of the student, {losses['rule'].iloc[0]}, $M_{{ST}}$ = {m_st} "
+                 f"({losses['replicate'].nunique()} replicates)", fontsize=8)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(True, which="both", alpha=0.2)
+    return fig
+
+
 def figure_2_files(losses: pd.DataFrame, summary: pd.DataFrame, fit: pd.DataFrame, shown: dict, title: str,
                    out_dir: Path, dpi: int, spread: str) -> None:
-    """Figures 2(a) and 2(b) of an experiment into ``out_dir``: at the ``shown`` values of the axes
-    it sweeps (a student width, a sample size); over several rules, 2(a) of ``shown["rule"]`` and
-    2(b) of every rule."""
+    """Figures 2(a) and 2(b) and the PGR of an experiment into ``out_dir``: at the ``shown`` values of
+    the axes it sweeps (a student width, a sample size); over several rules, 2(a) of
+    ``shown["rule"]``, 2(b) and the PGR of every rule."""
     at = {k: v for k, v in shown.items() if k != "rule"}
     losses, summary, fit = (where(df, **at) for df in (losses, summary, fit))
     title = ", ".join([title] + [f"{k} = {sweep_label(k, v)}" for k, v in at.items()])
     save_figure(figure_2a(where(losses, **shown), title=title, spread=spread), out_dir / "fig2a", dpi)
     save_figure(figure_2b(summary, fit, title=title), out_dir / "fig2b", dpi)
+    save_figure(figure_pgr(summary, title=title), out_dir / "pgr", dpi)
+
+
+def accuracy_file(losses: pd.DataFrame, shown: dict, title: str, stem: Path, dpi: int, spread: str) -> None:
+    """The accuracy figure of an experiment whose target has classes, at its ``shown`` values."""
+    at = {k: v for k, v in shown.items() if k != "rule"}
+    title = ", ".join([title] + [f"{k} = {sweep_label(k, v)}" for k, v in at.items()])
+    save_figure(figure_accuracy(where(losses, **shown), title=title, spread=spread), stem, dpi)
 
 
 def ablation_files(summary: pd.DataFrame, fit: pd.DataFrame, sweep: str, shown: dict, title: str, out_dir: Path,

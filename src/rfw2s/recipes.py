@@ -53,6 +53,7 @@ class TeachersRecipe(Recipe):
     m_te: list  # teacher sizes, in config order
     seed: int
     samples: dict | None  # {n, seed, ridge}: fitted on n inputs; None: on the population
+    split: dict | None = None  # {teacher, student, test} fractions of a dataset's rows: fitted on the teacher's
     backend: str = NUMPY  # fits are at most M_TE x M_TE: always NumPy
 
 
@@ -91,11 +92,12 @@ class SolveRecipe(Recipe):
     teachers: str  # the key of the teachers step
     m_te: list  # the teacher sizes this student serves
     samples: dict | None  # {n, seed}: trained on n inputs; None: on the population
-    operator: str  # how the job reaches the kernel (rfw2s.curves.OPERATORS, rfw2s.finite_sample.SAMPLE_OPERATORS)
+    operator: str  # how the job reaches the kernel (rfw2s.operators.OPERATORS)
     backend: str
     lanczos: dict | None  # {tol, max_steps} for the Lanczos operators
     kernel: str | None = None  # the key of the kernel step it reads (operators cached and eigh)
     eigh: str | None = None  # the key of the eigh step it reads (operator eigh)
+    split: dict | None = None  # {teacher, student, test} fractions of a dataset's rows (operator dual)
 
     @property
     def d(self) -> int:
@@ -103,7 +105,13 @@ class SolveRecipe(Recipe):
 
     @property
     def n(self) -> int | None:
+        """The inputs the student is trained on, drawn (None: the population, or a dataset's rows)."""
         return None if self.samples is None else int(self.samples["n"])
+
+    @property
+    def rows(self) -> int | None:
+        """The dataset rows the population is made of (None: a model with a closed-form population)."""
+        return self.model.get("rows") if self.model["name"] == "dataset" else None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,10 +21,12 @@ class InsufficientResources(RuntimeError):
 
 def solve_memory(M: int, d: int, operator: str, n_teachers: int, max_steps: int, n: int | None = None) -> int:
     """Peak bytes (estimate, float64) of a curve or validation job solving an ``M``-wide student in
-    dimension ``d`` through ``operator`` (:data:`rfw2s.curves.OPERATORS`, or for a student on ``n``
-    inputs :data:`rfw2s.finite_sample.SAMPLE_OPERATORS`) for ``n_teachers`` with a Lanczos budget of
+    dimension ``d`` through ``operator`` (:data:`rfw2s.operators.OPERATORS`; ``n``: the inputs a
+    sample operator trains on, the rows of the dual one) for ``n_teachers`` with a Lanczos budget of
     ``max_steps``."""
     features = 8 * M * d
+    if operator == "dual":  # n rows: their kernel, its eigenvectors and workspace, a block of features
+        return 5 * 8 * n**2 + (64 << 20) + features
     if operator == "svd":  # the sample's features, its thin SVD (U, V^T, workspace), H stored
         r = min(n, M)
         return 8 * n * M * 3 + 8 * r * (n + M) + 8 * M**2 + features
@@ -39,6 +41,14 @@ def solve_memory(M: int, d: int, operator: str, n_teachers: int, max_steps: int,
     if operator in ("cached", "stored"):
         return 8 * M**2 + krylov + features
     return 8 * min(M, TILE_ROWS) * M * 4 + krylov + features  # a tile and its temporaries
+
+
+def recipe_memory(recipe, n: int | None = None) -> int:
+    """Peak bytes of the curve or validation job of ``recipe`` (:class:`rfw2s.recipes.SolveRecipe`),
+    or as if its student were trained on ``n`` inputs."""
+    steps = recipe.lanczos["max_steps"] if recipe.lanczos else 0
+    trained = recipe.rows if recipe.operator == "dual" else recipe.n
+    return solve_memory(recipe.m_st, recipe.d, recipe.operator, len(recipe.m_te), steps, trained if n is None else n)
 
 
 def kernel_memory(M: int, d: int, layout: str) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .backend import as_backend, to_numpy
 from .seeding import generator, seed_sequence
-from .solve import symmetric_eigh
+from .dense import symmetric_eigh
 
 # Bump when a change alters the validation rule's tables (it reruns). 4: the convergence
 # table had extra, non-best rows (rfw2s.validation.convergence_table).

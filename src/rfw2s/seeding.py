@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-ROLES = ("student", "teacher", "inputs", "heldout", "target", "samples")
+ROLES = ("student", "teacher", "inputs", "heldout", "target", "samples", "split")
 
 
 def seed_sequence(seed: int, role: str, size: int, replicate: int) -> np.random.SeedSequence:

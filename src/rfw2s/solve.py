@@ -1,11 +1,14 @@
-"""The teacher's fit and the exact finite-width student by dense eigendecomposition.
+"""The one-call API: the teacher's fit, and the exact curves of a student trained on a teacher or
+on the truth, each through the route that fits the model (nothing below this module imports it).
 
 Conventions: ``f = M^{-1/2} sum_j theta_j phi_j``, loss ``1/2 E[(f - y)^2]``, training from
 ``theta = 0``. The converged teacher is the population least-squares fit of ``f*`` on its
 features; the student trained on the teacher's labels by a learning rule (a spectral filter,
-:mod:`rfw2s.spectral`) has the loss :func:`rfw2s.spectral.loss_in_eigenbasis` in the
-eigenbasis of ``H = G_ST / M``: one eigendecomposition per student draw serves every teacher
-and every grid value.
+:mod:`rfw2s.spectral`) has an exact loss in the eigenbasis of its training kernel
+(:func:`rfw2s.spectral.evaluate`): one eigendecomposition per student draw serves every teacher,
+the truth and every grid value. Routes (:mod:`rfw2s.operators`): the dense eigendecomposition of
+``H = G_ST / M`` (:mod:`rfw2s.curves`), the sample's thin SVD (:mod:`rfw2s.finite_sample`), and on
+a dataset with fewer rows than features the ``N x N`` kernel of the rows (:mod:`rfw2s.dual`).
 """
 from __future__ import annotations
 
@@ -13,44 +16,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import Backend, array_namespace, as_backend, to_numpy
-from .spectral import learning_rule, loss_in_eigenbasis, relative_cutoff
+from .backend import as_backend, to_numpy
+from .dense import EIGH_VERSION, NUMPY_EIGH_MAX_N, spectrum_of_gram, student_spectrum, symmetric_eigh
+from .errors import SolverError
+from .spectral import SameKernel, evaluate, learning_rule, relative_cutoff
 
 # Bump when a change alters the numbers a step produces: each is part of the key of the
 # artifacts that step writes, so exactly the stale ones are computed again.
 TEACHERS_VERSION = "1"  # fit_teacher
-EIGH_VERSION = "2"  # spectrum_of_gram
 
-# LAPACK's eigh (NumPy, 32-bit workspace indexing) fails for n >= 32767.
-NUMPY_EIGH_MAX_N = 32766
-
-
-class SolverError(RuntimeError):
-    """A linear-algebra step failed; the message names the size and backend."""
-
-
-def symmetric_eigh(A, backend: Backend):
-    """Eigendecomposition of a symmetric matrix with clear failures (never NaNs)."""
-    n = A.shape[0]
-    if backend.name == "numpy" and n > NUMPY_EIGH_MAX_N:
-        raise SolverError(
-            f"dense eigh of a {n} x {n} matrix on numpy: LAPACK eigh fails for n >= "
-            f"{NUMPY_EIGH_MAX_N + 1}; use a GPU (backend: cupy) or a smaller m_st"
-        )
-    try:
-        with backend.linalg_guard():
-            w, V = backend.xp.linalg.eigh(A)
-    except Exception as exc:
-        raise SolverError(f"eigh failed for a {n} x {n} matrix on {backend.name}: {exc}") from exc
-    if not bool(backend.xp.all(backend.xp.isfinite(w))):
-        raise SolverError(f"eigh returned non-finite eigenvalues for a {n} x {n} matrix on {backend.name}")
-    return w, V
+__all__ = ["EIGH_VERSION", "NUMPY_EIGH_MAX_N", "SolverError", "TEACHERS_VERSION", "TeacherFit", "ceiling_losses",
+           "fit_teacher", "losses_from_spectrum", "relative_cutoff", "spectrum_of_gram", "student_curves",
+           "student_losses", "student_spectrum", "symmetric_eigh"]
 
 
 @dataclass(frozen=True)
 class TeacherFit:
-    coef: np.ndarray  # minimum-norm coefficients, f_TE = sum_j coef_j phi(.; u_j)
-    loss: float  # L_TE = E[(f_TE - f*)^2]
+    coef: np.ndarray  # minimum-norm coefficients, f_TE = sum_j coef_j phi(.; u_j); a column per output
+    loss: float  # L_TE = E[|f_TE - f*|^2] (summed over the outputs)
     rank: int  # numerical rank of G_TE used in the pseudo-inverse
 
 
@@ -58,7 +41,8 @@ def fit_teacher(model, U, samples=None, ridge: float = 0.0, *, backend="numpy") 
     """The converged teacher: least squares of ``f*`` on the teacher's features, on the
     population (``samples=None``) or on the inputs ``samples`` (``n x d``), with the penalty
     ``ridge/2 |coef|^2`` (0: the minimum-norm solution); ``.loss`` is always the population
-    ``L_TE = F - 2 coef . m_TE + coef^T G_TE coef``.
+    ``L_TE = F - 2 coef . m_TE + coef^T G_TE coef``. ``.coef`` has one column per output of the
+    target (a vector for one output).
 
     Minimum norm through an eigendecomposition with a relative cut-off (the population's
     ``G_TE``, or the sample's ``Phi^T Phi / n``), so a singular or ill-conditioned problem
@@ -68,6 +52,7 @@ def fit_teacher(model, U, samples=None, ridge: float = 0.0, *, backend="numpy") 
     if not (np.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"the teacher's ridge penalty must be a number >= 0; got {ridge!r}")
     be = as_backend(backend)
+    xp = be.xp
     Ux = be.asarray(U)
     G = model.gram(Ux, Ux)
     m = model.target_moments(Ux)
@@ -80,12 +65,14 @@ def fit_teacher(model, U, samples=None, ridge: float = 0.0, *, backend="numpy") 
         system, rhs = Phi.T @ Phi / X.shape[0], Phi.T @ model.target(X) / X.shape[0]
     w, V = symmetric_eigh(system, be)
     keep = (w > relative_cutoff(w, system.shape[0])) | (ridge > 0)
-    proj = V.T @ rhs
-    coef = V @ be.xp.where(keep, proj / be.xp.where(keep, w + ridge, 1.0), 0.0)
+    proj = (V.T @ rhs).reshape(len(w), -1)
+    coef = (V @ xp.where(keep[:, None], proj / xp.where(keep, w + ridge, 1.0)[:, None], 0.0)).reshape(m.shape)
     if samples is None and ridge == 0:
-        loss = F - float(m @ coef)
+        loss = F - float(xp.sum(m * coef))
     else:
-        loss = F - 2.0 * float(m @ coef) + float(coef @ G @ coef)
+        loss = F - 2.0 * float(xp.sum(m * coef)) + float(xp.sum(coef * (G @ coef)))
+    if not np.isfinite(loss):
+        raise SolverError(f"the teacher's loss is not finite (M_TE = {U.shape[0]}): non-finite features or target")
     # Cancellation can leave a loss a few ulps below zero when f* is (almost) in the span.
     tol = 64 * np.finfo(np.float64).eps * F
     if loss < -tol:
@@ -93,63 +80,59 @@ def fit_teacher(model, U, samples=None, ridge: float = 0.0, *, backend="numpy") 
     return TeacherFit(coef=to_numpy(coef), loss=max(loss, 0.0), rank=int(keep.sum()))
 
 
-def student_spectrum(model, W, *, backend="numpy"):
-    """Eigenvalues (clipped at 0) and eigenvectors of ``H = gram(W, W) / M``, on ``backend``."""
-    be = as_backend(backend)
-    Wx = be.asarray(W)
-    return spectrum_of_gram(model.gram(Wx, Wx), be)
-
-
-def spectrum_of_gram(G, backend) -> tuple:
-    """``eigh(G / M)`` with round-off negative eigenvalues clipped to 0."""
-    be = as_backend(backend)
-    M = G.shape[0]
-    G = be.asarray(G)
-    lam, V = symmetric_eigh(G / M, be)
-    return be.xp.maximum(lam, 0.0), V
-
-
 def losses_from_spectrum(lam, V, c, m, F: float, rule):
     """Exact student loss from the spectrum ``(lam, V)`` of ``H``, for the learning ``rule``.
 
     ``c`` is ``E[phi_j f_TE]`` for the student features, shape ``(M,)`` or ``(M, n_teachers)``
     (all teachers of one student draw in one pass); ``m`` is ``E[phi_j f*]``. Returns
-    ``(len(grid),)`` or ``(n_teachers, len(grid))`` in the library of ``lam``.
+    ``(len(grid),)`` or ``(n_teachers, len(grid))``, on the host.
     """
-    xp = array_namespace(lam, V)
     M = lam.shape[0]
-    single = c.ndim == 1
     C = c.reshape(M, -1)
-    out = loss_in_eigenbasis(rule, lam, V.T @ C, V.T @ m, F, M)
-    if not bool(xp.all(xp.isfinite(out))):
-        raise SolverError(f"non-finite student loss (M_ST = {M}); check the grid and inputs")
-    return out[0] if single else out
+    losses = evaluate(rule, lam, SameKernel((V.T @ C)[:, :, None], (V.T @ m).reshape(M, 1), F, M)).losses
+    return losses[0] if c.ndim == 1 else losses
+
+
+def _filter(rule: str, grid, step):
+    if step is not None and rule != "gradient_descent":
+        raise ValueError(f"a step is a gradient-descent parameter; rule {rule!r} takes none")
+    return learning_rule(rule, grid, **({"eta": step} if rule == "gradient_descent" else {}))
+
+
+def student_curves(model, W, teachers, rule, samples=None, *, backend="numpy"):
+    """The exact curves (:class:`rfw2s.spectral.Curves`) of the student ``W`` trained by the filter
+    ``rule`` on each teacher ``(U, coef)`` and on the truth, by the dense route that fits: on a
+    dataset with fewer rows than features, the rows' kernel (dual); on ``samples`` inputs, their
+    thin SVD; else the eigendecomposition of ``H``."""
+    from .curves import exact_curves
+    from .dual import dual_curves
+    from .finite_sample import sample_curves
+
+    be = as_backend(backend)
+    if samples is not None:
+        return sample_curves(model, W, teachers, rule, np.asarray(samples, float), operator="svd", backend=be)
+    if getattr(model, "n_rows", np.inf) < W.shape[0]:
+        return dual_curves(model, W, teachers, rule, backend=be)
+    return exact_curves(model, W, teachers, rule, operator="eigh", backend=be)
 
 
 def student_losses(model, W, U, coef, grid, rule: str = "gradient_flow", step=None, samples=None, *,
                    backend="numpy") -> np.ndarray:
     """Exact population loss of the student ``W`` trained on the teacher ``(U, coef)``, one
-    value per grid value.
+    value per grid value (summed over the outputs of a target with several).
 
     ``rule``: ``"gradient_flow"`` (``grid``: times ``t``), ``"gradient_descent"`` (``grid``: step
     counts, ``step``: the step ``eta``, refused at or above ``2 / lam_max``) or ``"ridge"``
     (``grid``: penalties ``mu``). ``samples``: ``None`` (trained on the population) or an
-    ``n x d`` NumPy array of inputs, labelled by the teacher. Dense solvers (eigh; the thin SVD
-    of the sample). Inputs are NumPy arrays (feature directions as rows); returns NumPy.
+    ``n x d`` NumPy array of inputs, labelled by the teacher. Dense routes (:func:`student_curves`).
+    Inputs are NumPy arrays (feature directions as rows); returns NumPy.
     """
-    be = as_backend(backend)
-    parameters = {"eta": step} if rule == "gradient_descent" else {}
-    if step is not None and rule != "gradient_descent":
-        raise ValueError(f"a step is a gradient-descent parameter; rule {rule!r} takes none")
-    filt = learning_rule(rule, grid, **parameters)
-    if samples is not None:
-        from .finite_sample import sample_curves
+    curves = student_curves(model, W, [(U, coef)], _filter(rule, grid, step), samples, backend=backend)
+    return curves.losses[0]
 
-        return sample_curves(model, W, [(U, coef)], filt, np.asarray(samples, float), operator="svd",
-                             backend=be).losses[0]
-    Wx, Ux = be.asarray(W), be.asarray(U)
-    lam, V = student_spectrum(model, Wx, backend=be)
-    c = model.gram(Wx, Ux) @ be.asarray(coef)
-    m = model.target_moments(Wx)
-    filt = filt.bind(float(lam.max()))
-    return to_numpy(losses_from_spectrum(lam, V, c, m, model.target_norm2, filt))
+
+def ceiling_losses(model, W, grid, rule: str = "gradient_flow", step=None, *, backend="numpy") -> np.ndarray:
+    """The strong ceiling: the exact population loss, at every grid value, of the student ``W``
+    trained by ``rule`` on the truth instead of a teacher's labels (``m`` in place of ``c``; on a
+    dataset, ``Y`` in place of the teacher's values)."""
+    return student_curves(model, W, [], _filter(rule, grid, step), backend=backend).ceiling

@@ -19,6 +19,8 @@ A filter holds its grid (the values of its own parameter, one loss each) and eva
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .backend import array_namespace
@@ -271,35 +273,156 @@ def each_rule(rule) -> list:
     return rule.rules if isinstance(rule, RuleSet) else [rule]
 
 
-def loss_in_eigenbasis(rule, lam, c_hat, m_hat, F: float, M: int):
-    """``L`` of the student filtered by ``rule``, for every teacher and grid value.
-
-    ``lam`` (``k``,) are eigenvalues of ``H`` (or Ritz values); ``c_hat`` (``k, n``) holds each
-    teacher's ``c`` in that eigenbasis, ``m_hat`` (``k``,) the target's ``m``; ``F = E[f*^2]``.
-    Returns ``(n, len(rule.grid))``, in the array library of ``lam``.
-    """
-    g = rule(lam)  # (T, k)
-    quad = (g * g * lam) @ (c_hat * c_hat)  # (T, n): c^T phi(H)^2 H c
-    cross = g @ (c_hat * m_hat[:, None])  # (T, n): c^T phi(H) m
-    return (F + (quad - 2.0 * cross) / M).T
+# --- the one evaluator: bind the rule to the training kernel, evaluate in its eigenbasis ----
+def _outputs(a, leading: int):
+    """``a`` with its outputs as the last axis: ``(..., q)`` (one output: ``q = 1``)."""
+    return a.reshape(a.shape[:leading] + (-1,))
 
 
-def sample_loss_in_eigenbasis(rule, lam, b_hat, H_hat, m_hat, F: float, M: int):
-    """The population loss ``L = F - (2/sqrt(M)) theta . m + theta^T H theta`` of
-    ``theta = phi(K) b``, for a training kernel ``K = V diag(lam) V^T`` other than ``H`` (a
-    sample's), for every teacher and grid value.
+@dataclass(frozen=True)
+class SameKernel:
+    """Quadratic forms of a student trained and measured on one kernel (trained on the population
+    and measured on it; on a dataset's rows in their dual form): with the training kernel
+    ``V diag(lam) V^T``, each column's coefficients ``c_hat`` (``k x columns x outputs``: a teacher's
+    ``V^T c``, the ceiling's ``V^T m``) and the target's ``m_hat`` (``k x outputs``),
 
-    ``b_hat = V^T b`` (``k, n``: each teacher's ``b``), ``H_hat = V^T H V`` (``k x k``: the
-    population kernel in ``K``'s eigenbasis), ``m_hat = V^T m`` (``k``,). Returns
-    ``(n, len(rule.grid))``, in the array library of ``lam``.
-    """
-    xp = array_namespace(lam)
-    g = rule(lam)  # (T, k)
-    out = xp.empty((b_hat.shape[1], g.shape[0]))
-    for i in range(b_hat.shape[1]):
-        Z = g * b_hat[:, i]  # theta's coordinates at every grid value
-        out[i] = F - (2.0 / np.sqrt(M)) * (Z @ m_hat) + xp.sum((Z @ H_hat) * Z, axis=1)
-    return out
+        L = F + (1/M) sum_k [ phi(lam_k)^2 lam_k |c^_k|^2 - 2 phi(lam_k) c^_k . m^_k ]
+
+    (dot products over the outputs). ``values`` (``rows x k``), where given, maps a column's
+    ``phi(lam) c_hat`` to the student's values on evaluation rows."""
+
+    c_hat: object
+    m_hat: object
+    F: float
+    M: float
+    values: object = None
+
+    def losses(self, g, lam):
+        c_hat = _outputs(self.c_hat, 2)
+        squares = (c_hat * c_hat).sum(axis=2)  # (k, columns)
+        cross = (c_hat * _outputs(self.m_hat, 1)[:, None, :]).sum(axis=2)
+        return (self.F + ((g * g * lam) @ squares - 2.0 * (g @ cross)) / self.M).T
+
+    def coordinates(self, g, column: int):
+        """``phi(lam) c_hat`` of one column at every grid value: ``(T, k, outputs)``."""
+        return g[:, :, None] * _outputs(self.c_hat, 2)[None, :, column, :]
+
+
+@dataclass(frozen=True)
+class OtherKernel:
+    """Quadratic forms of a student trained on one kernel and measured on another (trained on a
+    sample, measured on the population; trained on one split of a dataset's rows, measured on
+    another): with the training kernel's eigenbasis, each column's start ``b_hat`` (``k x columns x
+    outputs``), the measuring kernel ``H_hat`` (``k x k``) and target ``m_hat`` (``k x outputs``) in it,
+    the student's coordinates are ``Z = phi(lam) b_hat`` and
+
+        L = F - (2 / sqrt(M)) Z . m^ + Z^T H^ Z   (summed over the outputs)."""
+
+    b_hat: object
+    H_hat: object
+    m_hat: object
+    F: float
+    M: float
+    values: object = None
+
+    def losses(self, g, lam):
+        xp = array_namespace(g)
+        b_hat, m_hat = _outputs(self.b_hat, 2), _outputs(self.m_hat, 1)
+        out = xp.empty((b_hat.shape[1], g.shape[0]))
+        for i in range(b_hat.shape[1]):
+            total = self.F
+            for j in range(b_hat.shape[2]):
+                Z = g * b_hat[:, i, j]  # the coordinates at every grid value
+                total = total - (2.0 / np.sqrt(self.M)) * (Z @ m_hat[:, j]) + xp.sum((Z @ self.H_hat) * Z, axis=1)
+            out[i] = total
+        return out
+
+    def coordinates(self, g, column: int):
+        return g[:, :, None] * _outputs(self.b_hat, 2)[None, :, column, :]
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The classes of evaluation rows, for accuracies: ``one_hot`` (``index`` the class of each
+    row; the prediction is the largest output, the first on ties) or ``binary`` (``index`` 1 for
+    the positive class, else 0; the prediction is positive where the output is above 0)."""
+
+    kind: str
+    index: np.ndarray
+
+    def accuracy(self, values) -> np.ndarray:
+        """The fraction of rows predicted right, for values ``(..., rows, outputs)``."""
+        xp = array_namespace(values)
+        index = xp.asarray(self.index)
+        predicted = xp.argmax(values, axis=-1) if self.kind == "one_hot" else (values[..., 0] > 0).astype(xp.int64)
+        return (predicted == index).mean(axis=-1)
+
+    def restricted(self, rows) -> "Labels":
+        """The labels of some rows only."""
+        return Labels(self.kind, np.asarray(self.index)[np.asarray(rows)])
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """One evaluation of a filter: losses of every column (``columns x T``), their accuracies
+    where evaluation rows and labels were given, and the filter as evaluated (bound)."""
+
+    losses: np.ndarray
+    accuracy: np.ndarray | None
+    rule: object
+
+
+def evaluate(rule, lam, terms, lam_max: float | None = None, labels: Labels | None = None) -> Filtered:
+    """The filter ``rule`` bound to the training kernel (its largest eigenvalue: ``lam_max``, or
+    the largest of ``lam``), evaluated in that kernel's eigenbasis (or Ritz basis) for every
+    column of ``terms`` (:class:`SameKernel` or :class:`OtherKernel`) at every grid value: the one
+    place every route (dense, Lanczos, samples, dual) turns a spectrum into curves. Accuracies
+    where ``labels`` are given and ``terms`` has evaluation rows. Host arrays out; raises
+    SolverError on non-finite losses."""
+    from .backend import to_numpy
+    from .errors import SolverError
+
+    bound = rule.bind(float(lam.max()) if lam_max is None else float(lam_max))
+    g = bound(lam)  # (T, k)
+    losses = to_numpy(terms.losses(g, lam))
+    if not np.all(np.isfinite(losses)):
+        raise SolverError(f"non-finite student loss ({lam.shape[0]} eigenvalues); check the grid and inputs")
+    accuracy = None
+    if labels is not None and terms.values is not None:
+        xp = array_namespace(g)
+        columns = [labels.accuracy(xp.einsum("rk,tkq->trq", terms.values, terms.coordinates(g, i)))
+                   for i in range(losses.shape[0])]
+        accuracy = to_numpy(xp.stack(columns))
+    return Filtered(losses, accuracy, bound)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """The exact curves of one student draw, every route's one result: the losses of the students
+    trained on each teacher (``teachers x T``) and of the one trained on the truth (the strong
+    ceiling, ``T``); accuracies where the target has classes; how the solver did."""
+
+    losses: np.ndarray
+    ceiling: np.ndarray
+    solver: str  # the tables' `solver` column (rfw2s.operators)
+    steps: int  # Lanczos steps (0 for the dense routes)
+    achieved_tol: float  # Lanczos: max relative change over the last check (NaN for the dense routes)
+    converged: bool
+    rule: object  # the filter as evaluated: a step relative to lam_max resolved for this kernel
+    accuracy: np.ndarray | None = None  # (teachers, T)
+    ceiling_accuracy: np.ndarray | None = None  # (T,)
+    # Where the student is measured on other rows than the teachers were fitted on (a split), the
+    # teachers' loss and accuracy there; None: the teacher files' own.
+    teacher_losses: np.ndarray | None = None
+    teacher_accuracy: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, filtered: Filtered, solver: str, steps: int = 0, achieved_tol: float = float("nan"),
+           converged: bool = True, **teachers) -> "Curves":
+        """From an evaluation whose last column is the ceiling."""
+        acc = filtered.accuracy
+        return cls(filtered.losses[:-1], filtered.losses[-1], solver, steps, achieved_tol, converged, filtered.rule,
+                   None if acc is None else acc[:-1], None if acc is None else acc[-1], **teachers)
 
 
 def student_losses_infinite(model, U, coef, ts) -> np.ndarray:

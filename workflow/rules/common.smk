@@ -52,6 +52,8 @@ for _name in rfw2s.config.drop_gpu_only(config, TARGET.backend):
             "anyway with --config run_gpu_only_on_cpu=true, or plan for GPUs (backend: cupy, gpu_memory_gb)"
         )
 PLAN = rfw2s.plan.Plan(config, TARGET)
+if workflow.is_main_process:  # a dataset's rows, named by their content, for the jobs to read
+    rfw2s.models.empirical.store_sources(config["experiments"].values())
 EXPERIMENTS = PLAN.experiments
 # Conda environments (--software-deployment-method conda), relative to rules/: the GPU one only
 # for the GPU rules, and only when they compute on CuPy.
@@ -121,6 +123,11 @@ def validation_memory_mb(wc):
 
 def validation_runtime_min(wc):
     return PLAN.runtime_min(EXPERIMENTS[wc.experiment].validation)
+
+
+def classification_experiments():
+    """Wildcard constraint: the experiments whose target has classes (accuracies)."""
+    return "|".join(n for n, e in EXPERIMENTS.items() if e.classification) or "(?!)"
 
 
 def sweeping_experiments():

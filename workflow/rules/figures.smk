@@ -24,6 +24,13 @@ rule figures:
             subcategory="figures",
         ),
         f"{RESULTS}/figures/fig2b.pdf",
+        report(
+            f"{RESULTS}/figures/pgr.png",
+            caption="../report/pgr.rst",
+            category="{experiment}",
+            subcategory="figures",
+        ),
+        f"{RESULTS}/figures/pgr.pdf",
     log:
         f"{RESULTS}/logs/figures.log",
     benchmark:
@@ -105,3 +112,32 @@ rule degree_figure:
     shell:
         "python3 -m rfw2s degree-figure --degrees {input.degrees} --losses {input.losses}"
         " --title {wildcards.experiment} --out {params.stem} --dpi {params.plot[dpi]} > {log} 2>&1"
+
+
+rule accuracy_figure:
+    input:
+        losses=rules.aggregate.output.losses,
+    output:
+        report(
+            f"{RESULTS}/figures/accuracy.png",
+            caption="../report/accuracy.rst",
+            category="{experiment}",
+            subcategory="figures",
+        ),
+        f"{RESULTS}/figures/accuracy.pdf",
+    log:
+        f"{RESULTS}/logs/accuracy_figure.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/accuracy_figure.tsv"
+    wildcard_constraints:
+        experiment=classification_experiments(),
+    priority: 10
+    conda:
+        CPU_ENV
+    params:
+        plot=config["plot"],
+        stem=f"{RESULTS}/figures/accuracy",
+        shown=shown_values,
+    shell:
+        "python3 -m rfw2s accuracy-figure --losses {input.losses} --title {wildcards.experiment} --out {params.stem}"
+        " --show {params.shown:q} --dpi {params.plot[dpi]} --spread {params.plot[spread]} > {log} 2>&1"

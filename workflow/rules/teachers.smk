@@ -3,6 +3,8 @@
 
 
 rule teachers:
+    input:
+        unpack(lambda wc: rfw2s.paths.teacher_inputs(PLAN, wc.key)),
     output:
         f"{CACHE}/teachers/{{key}}/r{{replicate}}.npz",
     log:

@@ -2,8 +2,9 @@
 them. What a model module provides is in :mod:`rfw2s.models.interface`; solvers and rules
 never know which model they run.
 
-Built in: ``relu_sphere`` (:mod:`rfw2s.models.relu`, the paper's Model 2.2) and
-``linear_spiked`` (:mod:`rfw2s.models.linear_spiked`, our reconstruction of Model 2.3). A
+Built in: ``relu_sphere`` (:mod:`rfw2s.models.relu`, the paper's Model 2.2),
+``linear_spiked`` (:mod:`rfw2s.models.linear_spiked`, our reconstruction of Model 2.3) and
+``dataset`` (:mod:`rfw2s.models.empirical`, a real dataset as the population). A
 model outside this package is added with :func:`register`, or with :func:`load_plugins` on
 a Python file that calls it (config key ``model_plugins``).
 """
@@ -14,7 +15,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from . import linear_spiked, relu
+from . import empirical, linear_spiked, relu
+from .empirical import Dataset, dataset
 from .interface import InfiniteWidthCurve, Model
 from .relu import ReluSphere, relu_sphere
 
@@ -75,8 +77,8 @@ def specialize(name: str, params: dict, m_te: int) -> dict:
     return model_module(name).specialize(params, m_te)
 
 
-for _module in (relu, linear_spiked):
+for _module in (relu, linear_spiked, empirical):
     register(_module)
 
-__all__ = ["REGISTRY", "InfiniteWidthCurve", "Model", "ReluSphere", "build_spec", "load_plugins", "make_model",
-           "model_module", "model_version", "register", "relu_sphere", "specialize"]
+__all__ = ["REGISTRY", "Dataset", "InfiniteWidthCurve", "Model", "ReluSphere", "build_spec", "dataset", "load_plugins",
+           "make_model", "model_module", "model_version", "register", "relu_sphere", "specialize"]
