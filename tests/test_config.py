@@ -339,7 +339,7 @@ def test_the_key_changes_with_the_code_version_of_the_step():
             assert (set(after.steps[kind]) != old) == (kind in changed), (name, kind)
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "workflow/configs/extensions.yaml"])
+@pytest.mark.parametrize("path", ["config.yaml", "workflow/configs/extensions.yaml", "workflow/configs/datasets.yaml"])
 def test_the_shipped_configs_are_valid_and_fit_this_machine(path):
     import yaml
 

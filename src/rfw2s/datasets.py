@@ -46,7 +46,8 @@ class Rows:
 
     X: np.ndarray
     y: np.ndarray
-    name: str
+    name: str  # for messages: the shipped dataset's name, or the file's
+    label: str = "file"  # the readable part of its name in keys: the shipped dataset's name, else "file"
 
 
 def _read_npz(path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +111,7 @@ def _read(source_json: str) -> Rows:
         import sklearn.datasets
 
         X, y = getattr(sklearn.datasets, SHIPPED[name])(return_X_y=True)
-        return Rows(np.asarray(X, dtype=np.float64), np.asarray(y), name)
+        return Rows(np.asarray(X, dtype=np.float64), np.asarray(y), name, name)
     path = Path(source["path"])
     if path.suffix not in FORMATS:
         raise DataError("source.path", f"{str(path)!r} is neither of {', '.join(FORMATS)}")
@@ -149,14 +150,16 @@ def read(source: dict) -> Rows:
 
 
 def content_name(rows: Rows) -> str:
-    """The dataset's name in keys: its readable name and 12 hex digits of the SHA-256 of its
-    content (the inputs' bytes, the target column's kind and bytes)."""
+    """The dataset's name in keys: a readable part (the shipped dataset's name; ``file`` for a
+    user's file, whose name may change) and 12 hex digits of the SHA-256 of its content (the
+    inputs as float64, the target as numbers or as text)."""
     digest = hashlib.sha256(DATA_VERSION.encode())
-    digest.update(np.ascontiguousarray(rows.X).tobytes())
-    digest.update(str(rows.X.shape).encode())
-    y = rows.y if rows.y.dtype.kind in "biuf" else rows.y.astype(str)
-    digest.update(str(y.dtype).encode() + np.ascontiguousarray(y).tobytes())
-    return f"{rows.name}-{digest.hexdigest()[:12]}"
+    digest.update(str(rows.X.shape).encode() + np.ascontiguousarray(rows.X, dtype=np.float64).tobytes())
+    if rows.y.dtype.kind in "biuf":  # numbers as numbers, however the file stores them
+        digest.update(b"numbers" + np.ascontiguousarray(rows.y, dtype=np.float64).tobytes())
+    else:  # labels as text
+        digest.update(b"labels" + "\x00".join(map(str, rows.y)).encode())
+    return f"{rows.label}-{digest.hexdigest()[:12]}"
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def store(rows: Rows, path) -> None:
     path = Path(path)
     if not path.exists():
         y = rows.y if rows.y.dtype.kind in "biuf" else rows.y.astype(str)
-        save_npz(path, X=rows.X, y=y, name=np.asarray(rows.name))
+        save_npz(path, X=rows.X, y=y, name=np.asarray(rows.name), label=np.asarray(rows.label))
 
 
 def open_rows(path) -> Rows:
@@ -247,7 +250,7 @@ def open_rows(path) -> Rows:
         raise FileNotFoundError(f"{path}: the dataset's rows are not in the cache; the Snakemake process that plans the "
                                 "run writes them there (run snakemake again)")
     data = load_npz(path)
-    return Rows(data["X"], data["y"], str(data["name"]))
+    return Rows(data["X"], data["y"], str(data["name"]), str(data["label"]))
 
 
 # --- the split protocol -----------------------------------------------------------------------

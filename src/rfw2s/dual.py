@@ -41,12 +41,16 @@ def row_kernels(model, W, train, test=None):
     C = None if test is None else rows[xp.asarray(test)]
     n, M = B.shape[0], W.shape[0]
     width = max(1, BLOCK_BYTES // (8 * (n + (0 if C is None else C.shape[0]))))
-    K = xp.zeros((n, n))
+    K, scratch = xp.zeros((n, n)), xp.empty((n, n))
     KC = None if C is None else xp.zeros((C.shape[0], n))
+    buffers = {}  # by block width: fresh memory costs more than the product on a CPU
     for start in range(0, M, width):
         block = W[start:start + width]
-        phi = model.features(B, block)
-        K += phi @ phi.T  # one buffer, transposed: a symmetric product (syrk on the CPU)
+        if block.shape[0] not in buffers:
+            buffers[block.shape[0]] = xp.empty((n, block.shape[0]))
+        phi = model.features_into(B, block, buffers[block.shape[0]])
+        xp.matmul(phi, phi.T, out=scratch)  # one buffer, transposed: a symmetric product (syrk on the CPU)
+        K += scratch
         if C is not None:
             KC += model.features(C, block) @ phi.T
     K /= n * M
@@ -61,7 +65,7 @@ def evaluate_on_rows(lam, V, labels_on_rows, Y, rule, M: float, labels=None, tes
     ``labels`` (of the rows measured on) are given."""
     xp = array_namespace(lam)
     n = V.shape[0]
-    a = xp.einsum("nk,ncq->kcq", V, labels_on_rows)  # each column's U^T f
+    a = (V.T @ labels_on_rows.reshape(n, -1)).reshape((V.shape[1],) + labels_on_rows.shape[1:])  # each U^T f
     if test is None:
         scale = xp.sqrt(lam * (M / n))
         y = V.T @ Y

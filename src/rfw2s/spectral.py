@@ -390,8 +390,14 @@ def evaluate(rule, lam, terms, lam_max: float | None = None, labels: Labels | No
     accuracy = None
     if labels is not None and terms.values is not None:
         xp = array_namespace(g)
-        columns = [labels.accuracy(xp.einsum("rk,tkq->trq", terms.values, terms.coordinates(g, i)))
-                   for i in range(losses.shape[0])]
+        rows, T = terms.values.shape[0], g.shape[0]
+        columns = []
+        for i in range(losses.shape[0]):
+            coordinates = terms.coordinates(g, i)  # (T, k, outputs): one matrix product for every grid value
+            k, q = coordinates.shape[1:]
+            flat = coordinates.transpose(1, 0, 2).reshape(k, T * q)
+            values = (terms.values @ flat).reshape(rows, T, q).transpose(1, 0, 2)
+            columns.append(labels.accuracy(values))
         accuracy = to_numpy(xp.stack(columns))
     return Filtered(losses, accuracy, bound)
 

@@ -152,6 +152,12 @@ class Dataset:
         Z = X @ A.T
         return xp.maximum(Z, 0.0, out=Z)
 
+    def features_into(self, X, A, out):
+        """:meth:`features` written into ``out`` (``len(X) x len(A)``), nothing allocated."""
+        xp = array_namespace(X, A)
+        xp.matmul(X, A.T, out=out)
+        return xp.maximum(out, 0.0, out=out)
+
     def gram(self, A, B):
         xp = array_namespace(A, B)
         rows = self.rows_on(xp)
