@@ -117,7 +117,7 @@ def figure_2b(summary: pd.DataFrame, fit: pd.DataFrame, *, title: str):
         ax.plot(means["L_TE"], means[column], marker, color=color, ms=7, mfc="none")
         overall = overall_fit(fit, width, **at)
         se = overall["exponent_se"]
-        se_text = f" ± {se:.2f}" if np.isfinite(se) else ""
+        se_text = f" ± {se:.2g}" if np.isfinite(se) else ""
         ax.plot(x, np.exp(overall["intercept"]) * x ** overall["exponent"], color=color, lw=2,
                 label=f"{label}: exponent {overall['exponent']:.2f}{se_text}")
     # Reference slopes pass through the largest-L_TE mean point of the finite width.
@@ -138,8 +138,11 @@ def figure_2b(summary: pd.DataFrame, fit: pd.DataFrame, *, title: str):
 def _log_axes(ax):
     ax.set_xscale("log")
     ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):  # minor labels collide over a short log range
-        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide over a short range
+        if limits[1] < 10 * limits[0]:  # within a decade, no power of ten to label: 1, 2 and 5 times them
+            axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False))
 
 
 def figure_validation(curves: pd.DataFrame, convergence: pd.DataFrame, table: pd.DataFrame, *, title: str):
