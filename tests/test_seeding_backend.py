@@ -1,4 +1,6 @@
 """Order-independent draws, and the backend choice."""
+import os
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,22 @@ def test_array_namespace_and_host_copies():
     be = backends.resolve("numpy")
     assert backends.as_backend(be) is be
     assert "numpy" in backends.versions()
+
+
+def test_blas_threads_are_taken_anywhere_on_the_command_line(monkeypatch):
+    from rfw2s.__main__ import without_blas_threads
+    from rfw2s.machine import BLAS_VARIABLES, set_blas_threads
+
+    assert without_blas_threads(["curves", "--recipe", "{}", "--blas-threads", "3"]) == (["curves", "--recipe", "{}"], "3")
+    assert without_blas_threads(["--blas-threads=all", "eigh", "--gram", "g.npy"]) == (["eigh", "--gram", "g.npy"], "all")
+    assert without_blas_threads(["summary", "results/x"]) == (["summary", "results/x"], None)
+    with pytest.raises(SystemExit, match="needs a value"):
+        without_blas_threads(["kernel", "--blas-threads"])
+    for name in BLAS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job's budget under --cores 1: `all` looks past it
+    cores = len(os.sched_getaffinity(0))
+    assert set_blas_threads("all") == cores and all(os.environ[n] == str(cores) for n in BLAS_VARIABLES)
+    assert set_blas_threads("2") == 2 and os.environ["OPENBLAS_NUM_THREADS"] == "2"
+    with pytest.raises(ValueError, match="a count of at least 1 or 'all'; got 'many'"):
+        set_blas_threads("many")
