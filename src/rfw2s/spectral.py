@@ -279,8 +279,17 @@ def _outputs(a, leading: int):
     return a.reshape(a.shape[:leading] + (-1,))
 
 
+class _Columns:
+    """What both forms share: each column's coordinates in the training kernel's eigenbasis, which
+    the filter multiplies (``c_hat`` or ``b_hat``), and the student's values from them."""
+
+    def coordinates(self, g, column: int):
+        """``phi(lam)`` times one column's coordinates at every grid value: ``(T, k, outputs)``."""
+        return g[:, :, None] * _outputs(self.start, 2)[None, :, column, :]
+
+
 @dataclass(frozen=True)
-class SameKernel:
+class SameKernel(_Columns):
     """Quadratic forms of a student trained and measured on one kernel (trained on the population
     and measured on it; on a dataset's rows in their dual form): with the training kernel
     ``V diag(lam) V^T``, each column's coefficients ``c_hat`` (``k x columns x outputs``: a teacher's
@@ -303,13 +312,13 @@ class SameKernel:
         cross = (c_hat * _outputs(self.m_hat, 1)[:, None, :]).sum(axis=2)
         return (self.F + ((g * g * lam) @ squares - 2.0 * (g @ cross)) / self.M).T
 
-    def coordinates(self, g, column: int):
-        """``phi(lam) c_hat`` of one column at every grid value: ``(T, k, outputs)``."""
-        return g[:, :, None] * _outputs(self.c_hat, 2)[None, :, column, :]
+    @property
+    def start(self):
+        return self.c_hat
 
 
 @dataclass(frozen=True)
-class OtherKernel:
+class OtherKernel(_Columns):
     """Quadratic forms of a student trained on one kernel and measured on another (trained on a
     sample, measured on the population; trained on one split of a dataset's rows, measured on
     another): with the training kernel's eigenbasis, each column's start ``b_hat`` (``k x columns x
@@ -337,8 +346,9 @@ class OtherKernel:
             out[i] = total
         return out
 
-    def coordinates(self, g, column: int):
-        return g[:, :, None] * _outputs(self.b_hat, 2)[None, :, column, :]
+    @property
+    def start(self):
+        return self.b_hat
 
 
 @dataclass(frozen=True)
