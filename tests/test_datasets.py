@@ -1,6 +1,8 @@
 """A dataset as the population: the loaders, the dual route against the primal ones and against
 direct computations, the ceiling, accuracies, the split protocol, and what is refused."""
 import copy
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,7 +172,11 @@ def test_the_split_protocol_equals_a_brute_force_computation_on_a_few_dozen_rows
             assert accuracy[i] == np.mean(np.argmax(f_C, 1) == y[C])
 
 
-def test_the_split_is_keyed_by_replicate_not_by_order():
+def test_the_split_is_keyed_by_replicate_not_by_order_and_takes_at_most_the_rows():
+    sizes = datasets.split_sizes(14, {"teacher": 0.25, "student": 0.25, "test": 0.5})
+    assert sizes == {"teacher": 3, "student": 3, "test": 7}  # rounding each would have asked for 15 of 14
+    assert {r: len(v) for r, v in datasets.split_rows(14, {"teacher": 0.25, "student": 0.25, "test": 0.5}, 0,
+                                                         0).items()} == sizes
     fractions = {"teacher": 0.2, "student": 0.5, "test": 0.3}
     first = datasets.split_rows(100, fractions, 3, 2)
     datasets.split_rows(100, fractions, 3, 0)
@@ -263,7 +269,9 @@ def _write(X, y, name="rows.npz"):
     ("absent positive", r"experiments.x.target.positive: 7 does not occur in the target; its labels: 0, 1, 2"),
     ("split not positive", r"experiments.x.split.test: 0 is less than or equal to the minimum of 0"),
     ("split over 1", r"experiments.x.split: the fractions teacher \+ student \+ test add up to 1.2; at most 1"),
-    ("split too small", r"experiments.x.split: 40 rows give too few rows for a role \(test 1\)"),
+    ("split too small", r"experiments.x.split: 40 rows give too few rows for a role \(test 0\)"),
+    ("corrupt file", r"experiments.x.source.path: rows.npz cannot be read as .npz"),
+    ("missing labels", r"experiments.x.source.y: rows: 1 target value\(s\) are missing \(the first at row 4\)"),
     ("teacher fits exactly", r"experiments.x.m_te: \[40\] teacher features for the dataset's 40 rows: such a teacher "
                              r"fits its target exactly \(L_TE = 0\)"),
     ("teacher fits its split exactly", r"experiments.x.m_te: \[16\] teacher features for the teacher split's 16 rows"),
@@ -294,6 +302,15 @@ def test_bad_data_is_refused_naming_the_key_before_any_job(rows_file, case, mess
     elif case == "infinite target":
         exp["target"] = {"kind": "regression"}
         _write(rng.standard_normal((40, 5)), np.r_[np.inf, rng.standard_normal(39)])
+    elif case == "corrupt file":
+        Path("rows.npz").write_bytes(b"PK\x03\x04 not a zip file")
+        datasets._read.cache_clear()
+    elif case == "missing labels":
+        frame = pd.DataFrame(rng.standard_normal((40, 3)), columns=["p0", "p1", "p2"])
+        frame["y"] = ["a", "b"] * 20
+        frame.loc[4, "y"] = None
+        frame.to_parquet("rows.parquet")
+        exp["source"] = {"path": "rows.parquet", "y": "y"}
     elif case == "one class":
         _write(rng.standard_normal((40, 5)), np.zeros(40, int))
     elif case == "absent positive":
@@ -355,3 +372,19 @@ def test_the_dual_route_on_cupy_gives_the_numpy_curves(cupy_backend):
         np.testing.assert_allclose(ours.ceiling, theirs.ceiling, rtol=1e-10)
         np.testing.assert_array_equal(ours.accuracy, theirs.accuracy)
     assert as_backend(cupy_backend).name == "cupy" and to_numpy(ours.losses).dtype == np.float64
+
+
+def test_a_job_side_process_plans_a_dataset_as_handed_down_without_reading_it(rows_file, monkeypatch):
+    from rfw2s.models import empirical
+
+    empirical.forget_handed_down()
+    planned = _plan(_experiment())
+    empirical.hand_down()  # what the process that planned the run gives its jobs
+    monkeypatch.setenv(empirical.VARIABLE, os.environ[empirical.VARIABLE])
+    Path("rows.npz").unlink()  # a node that cannot reach the file
+    datasets._read.cache_clear()
+    again = _plan(_experiment())
+    assert {k: sorted(v) for k, v in again.steps.items()} == {k: sorted(v) for k, v in planned.steps.items()}
+    empirical.forget_handed_down()
+    with pytest.raises(ConfigError, match="file 'rows.npz' not found"):  # the process that plans reads it
+        _plan(_experiment())

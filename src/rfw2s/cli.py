@@ -131,8 +131,6 @@ def cmd_kernel(a):
 
 
 def cmd_eigh(a):
-    from .solve import relative_cutoff, spectrum_of_gram
-
     _imports_done()
     recipe = _recipe(a, EighRecipe)
     be = _backend(recipe, a)
@@ -141,18 +139,11 @@ def cmd_eigh(a):
     log.info("eigh: %d x %d on %s", M, M, be.device)
     resources.ensure_disk(a.out_eigvecs, 8 * M * M + 8 * M + 256, f"the {M} x {M} eigenvectors")
     resources.ensure_memory(resources.eigh_memory(M), be.name, f"dense eigh of a {M} x {M} matrix")
-    with timed("load kernel", be):
-        Gx = be.asarray(G)
-    with timed("eigh", be):
-        lam, V = spectrum_of_gram(Gx, be)
-    del Gx
+    lam, V = pipeline.eigendecomposition(G, be)
     with timed("write eigendecomposition"):
         record = {"of": "H = G / M", "gram": a.gram, "recipe": recipe.as_dict(), "backend": be.name}
-        artifacts.save_npy(a.out_eigvals, backends.to_numpy(lam), record)
+        artifacts.save_npy(a.out_eigvals, lam, record)
         artifacts.save_npy(a.out_eigvecs, backends.to_numpy(V), record)
-    lam = backends.to_numpy(lam)
-    log.info("eigenvalues of H = G/M: max %.4e, min %.4e, %d at or below cut-off",
-             lam.max(), lam.min(), int((lam <= relative_cutoff(lam, lam.size)).sum()))
 
 
 def cmd_curves(a):

@@ -300,8 +300,8 @@ def fit_axes(experiment: dict) -> list[str]:
 
 
 def drop_gpu_only(config: dict, backend: str) -> list[str]:
-    """Remove experiments marked ``gpu_only`` when no GPU is usable (unless the config
-    asks to run them anyway); returns the names removed."""
+    """Remove experiments marked ``gpu_only`` when the plan's target (``backend``, resolved) is
+    NumPy (unless the config asks to run them anyway); returns the names removed."""
     if backend == "cupy" or config.get("run_gpu_only_on_cpu", False):
         return []
     skipped = [n for n, e in config["experiments"].items() if e.get("gpu_only", False)]
@@ -320,8 +320,6 @@ def _dataset_problems(key: str, exp: dict, spec: dict) -> list[str]:
     problems = [f"{key}.{other}: a dataset's population is its rows, so a student is not trained on samples of it; "
                 "use split (the teacher, the student and the measure each on their own rows)"
                 for other in ("samples", "teacher_samples", "validation") if exp.get(other)]
-    if "degrees" in exp:
-        problems.append(f"{key}.degrees: a dataset has no expansion in degrees")
     rows, fitted_on, where = spec["rows"], spec["rows"], "the dataset's"
     split = exp.get("split")
     if split:

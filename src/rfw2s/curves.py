@@ -420,7 +420,7 @@ def exact_curves(model, W, teachers, rule, *, operator: str = "stored", backend=
     m = model.target_moments(Wx).reshape(M, q)
     F = model.target_norm2
     labels = getattr(model, "labels", None)
-    values_of = None if labels is None else (lambda vectors: model.features(model.rows_on(xp), Wx) @ vectors / M)
+    values_of = None if labels is None else (lambda vectors: model.project(Wx, vectors) / M)
     with be.linalg_guard():
         if operator == "eigh":
             lam, V = (be.asarray(a) for a in spectrum) if spectrum is not None else student_spectrum(model, Wx,

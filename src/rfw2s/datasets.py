@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def _read_npz(path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
                 if name not in data.files:
                     raise DataError(key, f"{path} has no array {name!r}; it has {', '.join(sorted(data.files))}")
             return data[x], data[y]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError("source.path", f"{path} cannot be read as .npz ({exc})") from None
@@ -146,6 +147,11 @@ def read(source: dict) -> Rows:
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise DataError("source.y", f"{rows.name}: {int((~np.isfinite(y)).sum())} target value(s) are NaN or "
                                     "infinite; targets must be finite")
+    missing = np.array([v is None or (isinstance(v, float) and not np.isfinite(v)) for v in y]) \
+        if y.dtype.kind == "O" else np.zeros(len(y), bool)
+    if missing.any():
+        raise DataError("source.y", f"{rows.name}: {int(missing.sum())} target value(s) are missing (the first at row "
+                                    f"{int(np.argmax(missing))}); every row needs its target")
     return rows
 
 
@@ -258,8 +264,9 @@ ROLES = ("teacher", "student", "test")
 
 
 def split_sizes(n: int, fractions: dict) -> dict[str, int]:
-    """Rows of each role: ``round(fraction n)`` each, at most ``n`` together."""
-    return {role: int(round(float(fractions[role]) * n)) for role in ROLES}
+    """Rows of each role: ``floor(fraction n)`` each (fractions adding up to at most 1 take at most
+    ``n`` rows together; 1e-9 forgives a fraction's binary round-off, 0.3 * 60 = 17.999...)."""
+    return {role: int(float(fractions[role]) * n + 1e-9) for role in ROLES}
 
 
 def split_rows(n: int, fractions: dict, seed: int, replicate: int) -> dict[str, np.ndarray]:

@@ -82,6 +82,10 @@ def teacher_inputs(plan, key: str) -> dict:
     return data_inputs(plan.step("teachers", key).recipe.models[0])
 
 
+def kernel_inputs(plan, key: str) -> dict:
+    return data_inputs(plan.step("kernel", key).recipe.model)
+
+
 def curve_inputs(plan, key: str) -> dict:
     """The teacher files (one per replicate), the named operator files and the dataset's rows
     (if any) of a curve step."""

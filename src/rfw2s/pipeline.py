@@ -96,6 +96,23 @@ def kernel_blocks(recipe: KernelRecipe, replicate: int, be: Backend):
                 yield to_numpy(tile)
 
 
+# --- eigh --------------------------------------------------------------------------------
+def eigendecomposition(G, be: Backend):
+    """The eigenpairs of ``H = G / M`` (round-off negatives clipped), on the job's backend, with
+    the spectrum's range and how many eigenvalues sit at or below the pseudo-inverse cut-off logged."""
+    from .dense import spectrum_of_gram
+    from .spectral import relative_cutoff
+
+    with timed("load kernel", be):
+        Gx = be.asarray(G)
+    with timed("eigh", be):
+        lam, V = spectrum_of_gram(Gx, be)
+    host = to_numpy(lam)
+    log.info("eigenvalues of H = G/M: max %.4e, min %.4e, %d at or below cut-off", host.max(), host.min(),
+             int((host <= relative_cutoff(host, host.size)).sum()))
+    return host, V
+
+
 # --- curves ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CurveTable:

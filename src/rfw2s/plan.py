@@ -104,8 +104,8 @@ class Experiment:
 
 def choose_operator(student: Student, settings: dict, memory: int, backend: str, n: int | None = None,
                     split: dict | None = None) -> str:
-    """How the curve job reaches ``H`` (:data:`rfw2s.curves.OPERATORS`, or for a student on
-    ``n`` inputs :data:`rfw2s.finite_sample.SAMPLE_OPERATORS`), decided once here, from the
+    """How the curve job reaches ``H`` (the operator table, :data:`rfw2s.operators.OPERATORS`),
+    decided once here, from the
     config's ``settings``, the target's ``backend`` and the ``memory`` it declares.
 
     ``solver: eigh``: ``eigh`` (on samples: ``svd``). Lanczos: ``tiled`` where ``matrix_free``

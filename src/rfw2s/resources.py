@@ -48,7 +48,12 @@ def recipe_memory(recipe, n: int | None = None) -> int:
     or as if its student were trained on ``n`` inputs."""
     steps = recipe.lanczos["max_steps"] if recipe.lanczos else 0
     trained = recipe.rows if recipe.operator == "dual" else recipe.n
-    return solve_memory(recipe.m_st, recipe.d, recipe.operator, len(recipe.m_te), steps, trained if n is None else n)
+    need = solve_memory(recipe.m_st, recipe.d, recipe.operator, len(recipe.m_te), steps, trained if n is None else n)
+    if recipe.rows is not None and recipe.split is None:  # a dataset's infinite-width student: its rows' limit kernel
+        from .models.empirical import INFINITE_WIDTH_MAX_ROWS
+
+        need += 3 * 8 * recipe.rows**2 if recipe.rows <= INFINITE_WIDTH_MAX_ROWS else 0
+    return need
 
 
 def kernel_memory(M: int, d: int, layout: str) -> int:

@@ -84,9 +84,12 @@ def losses_from_spectrum(lam, V, c, m, F: float, rule):
     """Exact student loss from the spectrum ``(lam, V)`` of ``H``, for the learning ``rule``.
 
     ``c`` is ``E[phi_j f_TE]`` for the student features, shape ``(M,)`` or ``(M, n_teachers)``
-    (all teachers of one student draw in one pass); ``m`` is ``E[phi_j f*]``. Returns
-    ``(len(grid),)`` or ``(n_teachers, len(grid))``, on the host.
+    (all teachers of one student draw in one pass); ``m`` is ``E[phi_j f*]``, one output (a target
+    with several: :func:`rfw2s.curves.exact_curves`). Returns ``(len(grid),)`` or ``(n_teachers,
+    len(grid))``, on the host.
     """
+    if m.ndim != 1:
+        raise ValueError(f"losses_from_spectrum takes a target of one output (m of shape (M,)); got {m.shape}")
     M = lam.shape[0]
     C = c.reshape(M, -1)
     losses = evaluate(rule, lam, SameKernel((V.T @ C)[:, :, None], (V.T @ m).reshape(M, 1), F, M)).losses
@@ -96,6 +99,8 @@ def losses_from_spectrum(lam, V, c, m, F: float, rule):
 def _filter(rule: str, grid, step):
     if step is not None and rule != "gradient_descent":
         raise ValueError(f"a step is a gradient-descent parameter; rule {rule!r} takes none")
+    if step is None and rule == "gradient_descent":
+        raise ValueError("gradient descent needs its step: student_losses(..., rule='gradient_descent', step=eta)")
     return learning_rule(rule, grid, **({"eta": step} if rule == "gradient_descent" else {}))
 
 

@@ -9,8 +9,11 @@ population loss is::
 
     L = F + (1/M) sum_k [ phi(lam_k)^2 lam_k c^_k^2 - 2 phi(lam_k) c^_k m^_k ]
 
-(:func:`loss_in_eigenbasis`: the dense solver calls it with the eigenpairs of ``H``, Lanczos
-quadrature with the Ritz pairs of its tridiagonal matrix). A filter also gives each mode's
+(:class:`SameKernel`; a student trained on one kernel and measured on another, on samples or a
+split, :class:`OtherKernel`). One function, :func:`evaluate`, binds the rule to the training
+kernel and evaluates either form: the dense solver calls it with the eigenpairs of ``H``, Lanczos
+quadrature with the Ritz pairs of its tridiagonal matrix, the dual route with those of a
+dataset's row kernel. A filter also gives each mode's
 *progress* ``e(lam) = lam phi(lam)``, the fraction of a mode's coefficient the student has
 learnt, which is all an infinite-width solution needs.
 

@@ -89,7 +89,8 @@ def resolve(config: dict, probe=None) -> Target:
         if backend == "cupy":
             raise TargetError(f"config key 'backend': cupy, but {reason} on this machine, and gpu_memory_gb is not "
                               "set. To plan GPU jobs from a machine without a GPU (a cluster's login node), declare "
-                              "the memory of the GPU each GPU job gets, e.g. gpu_memory_gb: 80; or set backend: auto "
+                              "the memory of the GPU each GPU job gets in GiB as CUDA reports it (an 80 GB card: gpu_memory_gb: 79); "
+                              "or set backend: auto "
                               "or numpy")
         return Target("numpy", None, host, declared_host_memory=declared_host)
     if declared is not None:
@@ -100,7 +101,12 @@ def resolve(config: dict, probe=None) -> Target:
 def handed_down(environ=os.environ) -> Target | None:
     """The target the process that started the run handed to this one, if any."""
     text = environ.get(VARIABLE)
-    return None if not text else Target.from_json(text)
+    if not text:
+        return None
+    try:
+        return Target.from_json(text)
+    except (ValueError, TypeError) as exc:
+        raise TargetError(f"the plan target handed down in {VARIABLE} cannot be read ({exc}): {text[:200]!r}") from None
 
 
 def for_this_process(config: dict, main: bool, probe=None) -> Target:

@@ -37,6 +37,8 @@ except FileNotFoundError as exc:
     raise rfw2s.config.ConfigError(f"config key 'model_plugins': {exc}") from None
 os.environ.update({rfw2s.models.PLUGINS_VARIABLE: os.pathsep.join(PLUGINS)})
 
+if workflow.is_main_process:  # a dataset is read here, and its spec handed to the job-side processes
+    rfw2s.models.empirical.forget_handed_down()
 with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as fh:
     rfw2s.config.validate(config, yaml.safe_load(fh))
 # Where the GPU rules compute: resolved by the process the user started (the only one that may
@@ -54,6 +56,7 @@ for _name in rfw2s.config.drop_gpu_only(config, TARGET.backend):
 PLAN = rfw2s.plan.Plan(config, TARGET)
 if workflow.is_main_process:  # a dataset's rows, named by their content, for the jobs to read
     rfw2s.models.empirical.store_sources(config["experiments"].values())
+    rfw2s.models.empirical.hand_down()
 EXPERIMENTS = PLAN.experiments
 # Conda environments (--software-deployment-method conda), relative to rules/: the GPU one only
 # for the GPU rules, and only when they compute on CuPy.

@@ -5,6 +5,8 @@
 
 
 rule kernel:
+    input:
+        unpack(lambda wc: rfw2s.paths.kernel_inputs(PLAN, wc.key)),
     output:
         f"{CACHE}/kernel/{{key}}/gram_r{{replicate}}.npy",
     log:

@@ -13,6 +13,9 @@ the kernel of infinitely many features is ``|x_i| |x_j| kappa(rho_ij)``.
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import os
 
 import numpy as np
 
@@ -54,20 +57,47 @@ PARAMETERS = {
     },
 }
 REQUIRED = ["source", "target"]
-# Rows of a dataset held for the dual route: its N x N kernel and eigenvectors fit in memory.
-MAX_ROWS = 32766
+# Bytes of one block of rows' features while a moment is summed over the rows.
+ROW_BLOCK_BYTES = 64 << 20
+# The infinite-width student needs the rows' N x N limit kernel and its eigendecomposition
+# (8192 rows: 0.5 GiB each, about 20 s on the 2-core CPU); beyond, its columns are left NaN.
+INFINITE_WIDTH_MAX_ROWS = 8192
+log = logging.getLogger("rfw2s")
+
+
+# The environment variable through which the process that plans a run hands its datasets' specs
+# to the job-side processes: they plan the same keys without reading (or even reaching) the data.
+VARIABLE = "RFW2S_DATASETS"
+_PLANNED: dict = {}  # the specs this process made, by the parameters they came from
 
 
 def specialize(params: dict, m_te: int) -> dict:
     """The concrete model: the dataset by its content's name (rfw2s.datasets.content_name), its row
-    count and input dimension after preprocessing, the preprocessing and the target."""
-    rows = datasets.read(params["source"])
+    count and input dimension after preprocessing, the preprocessing and the target. Read and
+    checked here, or, in a job-side process, taken as the process that planned the run made it."""
     inputs = params.get("inputs", "sphere")
     target = dict(params["target"])
-    datasets.encode(rows.y, target)  # refuses a target the rows cannot give
-    X = datasets.preprocess(rows.X, inputs)
-    return {"name": NAME, "data": datasets.content_name(rows), "rows": int(X.shape[0]), "d": int(X.shape[1]),
-            "inputs": inputs, "target": target}
+    key = json.dumps({"source": params["source"], "inputs": inputs, "target": target}, sort_keys=True)
+    handed = json.loads(os.environ.get(VARIABLE) or "{}")
+    if key not in handed:
+        rows = datasets.read(params["source"])
+        datasets.encode(rows.y, target)  # refuses a target the rows cannot give
+        X = datasets.preprocess(rows.X, inputs)
+        handed[key] = {"name": NAME, "data": datasets.content_name(rows), "rows": int(X.shape[0]),
+                       "d": int(X.shape[1]), "inputs": inputs, "target": target}
+    _PLANNED[key] = handed[key]
+    return dict(handed[key])
+
+
+def hand_down() -> None:
+    """Put the specs this process planned where the jobs it starts find them (:data:`VARIABLE`)."""
+    os.environ[VARIABLE] = json.dumps(_PLANNED, sort_keys=True)
+
+
+def forget_handed_down() -> None:
+    """The process that plans a run reads its data itself (a variable from an outer run is stale)."""
+    os.environ.pop(VARIABLE, None)
+    _PLANNED.clear()
 
 
 def store_sources(experiments) -> None:
@@ -158,26 +188,43 @@ class Dataset:
         xp.matmul(X, A.T, out=out)
         return xp.maximum(out, 0.0, out=out)
 
+    def _row_blocks(self, columns: int):
+        """Slices of the rows whose features over ``columns`` directions take about ROW_BLOCK_BYTES:
+        a dataset's moments are sums over rows, never an N x M matrix at once."""
+        step = max(1, ROW_BLOCK_BYTES // (8 * max(columns, 1)))
+        return [slice(i, i + step) for i in range(0, self.n_rows, step)]
+
     def gram(self, A, B):
         xp = array_namespace(A, B)
-        rows = self.rows_on(xp)
-        left = self.features(rows, A)
-        right = left if B is A else self.features(rows, B)
-        return (left.T @ right) / self.n_rows
+        return self.gram_into(A, B, xp.empty((A.shape[0], B.shape[0])))
 
     def gram_into(self, A, B, out):
+        """``Phi_A^T Phi_B / N`` into ``out``, summed over blocks of rows."""
         xp = array_namespace(A, B)
         rows = self.rows_on(xp)
-        left = self.features(rows, A)
-        xp.matmul(left.T, left if B is A else self.features(rows, B), out=out)
+        out[...] = 0.0
+        for block in self._row_blocks(A.shape[0] + B.shape[0]):
+            left = self.features(rows[block], A)
+            out += left.T @ (left if B is A else self.features(rows[block], B))
         out /= self.n_rows
         return out
 
     def target_moments(self, A):
         """``Phi_A^T Y / N``: one column per output (a vector for one output)."""
         xp = array_namespace(A)
-        m = self.features(self.rows_on(xp), A).T @ self.targets_on(xp) / self.n_rows
+        rows, Y = self.rows_on(xp), self.targets_on(xp)
+        m = xp.zeros((A.shape[0], Y.shape[1]))
+        for block in self._row_blocks(A.shape[0]):
+            m += self.features(rows[block], A).T @ Y[block]
+        m /= self.n_rows
         return m[:, 0] if self.single else m
+
+    def project(self, W, vectors):
+        """``Phi_W vectors`` on the rows (``N x k``, ``vectors`` ``M x k``): the values on the rows
+        of the functions ``vectors`` describe in feature space, a block of rows at a time."""
+        xp = array_namespace(W, vectors)
+        rows = self.rows_on(xp)
+        return xp.concatenate([self.features(rows[block], W) @ vectors for block in self._row_blocks(W.shape[0])])
 
     # --- draws ----------------------------------------------------------------------------
     def sample_features(self, seed, M: int) -> np.ndarray:
@@ -195,16 +242,21 @@ class Dataset:
     # --- infinite width ---------------------------------------------------------------------
     @functools.cached_property
     def _infinite_spectrum(self):
-        from ..dual import infinite_width_kernel
         from ..dense import spectrum_of_gram
+        from ..dual import infinite_width_kernel
 
         return spectrum_of_gram(infinite_width_kernel(self.rows, self.d), "numpy", divisor=1.0)
 
     def infinite_width(self, U, coef, rule):
         """The exact ``M_ST -> inf`` student on the rows (the dual route on the limit kernel), its
-        loss summed over the outputs."""
+        loss summed over the outputs; None (with the reason logged) for more than
+        INFINITE_WIDTH_MAX_ROWS rows, whose N x N eigendecomposition no job is sized for."""
         from ..dual import evaluate_on_rows
 
+        if self.n_rows > INFINITE_WIDTH_MAX_ROWS:
+            log.info("dataset of %d rows: no infinite-width curve (computed up to %d rows)", self.n_rows,
+                     INFINITE_WIDTH_MAX_ROWS)
+            return None
         lam, V = self._infinite_spectrum
         columns = np.stack([self.values(U, coef), self.targets], axis=1)
         losses = evaluate_on_rows(lam, V, columns, self.targets, rule, 1.0).losses[0]
@@ -233,9 +285,18 @@ def dataset(X, Y, inputs: str = "sphere", classes: str | None = None) -> Dataset
 
 
 def build(data: str, rows: int, d: int, inputs: str, target: dict) -> Dataset:
-    """The concrete model of a spec (:func:`specialize`): the rows the cache holds under ``data``."""
+    """The concrete model of a spec (:func:`specialize`): the rows the cache holds under ``data``,
+    built once per process (a job's replicates share it, and its infinite-width spectrum)."""
+    return _built(json.dumps({"data": data, "rows": rows, "d": d, "inputs": inputs, "target": target}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _built(spec_json: str) -> Dataset:
     from ..paths import data_file
     from ..spectral import Labels
+
+    spec = json.loads(spec_json)
+    data, rows, d, inputs, target = (spec[k] for k in ("data", "rows", "d", "inputs", "target"))
 
     found = datasets.open_rows(data_file(data))
     X = datasets.preprocess(found.X, inputs)
