@@ -18,7 +18,7 @@ from rfw2s.models.empirical import Dataset
 from rfw2s.plan import Plan
 from rfw2s.seeding import draw
 from rfw2s.solve import ceiling_losses, fit_teacher, student_curves, student_losses
-from rfw2s.spectral import GradientDescent, GradientFlow, Ridge, RuleSet
+from rfw2s.spectral import GradientFlow, Ridge, RuleSet
 from steps import SCHEMA, target_of
 
 TS = np.geomspace(1.0, 1e9, 25)
